@@ -1,0 +1,109 @@
+"""Command line: ``python -m ifnd <command> ...``.
+
+Commands:
+    pretrain   contrastive pretraining (SimCLR / MoCo v2) with false-negative detection
+    config     print every config key with its default and documentation
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from typing import Any, Sequence
+
+from ifnd.config import ConfigError, defaults_yaml, load_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ifnd.train.pretrain import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume)
+    metrics = trainer.fit()
+    rows = [("pretrained encoder", metrics["knn_top1"])]
+    if cfg.knn.baselines and trainer.test_src is not None:
+        rows += knn_baseline_rows(trainer)
+    print_table(cfg, metrics, rows)
+    return 0
+
+
+def knn_baseline_rows(trainer: Any) -> list[tuple[str, float]]:
+    """kNN top-1 on raw pixels and on a randomly initialised encoder of the same architecture."""
+    import torch
+
+    from ifnd.data.build import eval_loader
+    from ifnd.eval.knn import Flatten, extract_features, knn_accuracy
+    from ifnd.models.contrastive import build_model
+
+    cfg = trainer.cfg
+    args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
+    torch.manual_seed(cfg.seed)
+    encoders = [("raw pixels", Flatten()), ("random-init encoder", build_model(cfg).backbone.to(trainer.device))]
+    rows = []
+    for name, encoder in encoders:
+        train = extract_features(encoder, eval_loader(trainer.train_src, *args), trainer.device)
+        test = extract_features(encoder, eval_loader(trainer.test_src, *args), trainer.device)
+        rows.append((name, knn_accuracy(*train, *test, cfg.knn.k, cfg.knn.temperature)["top1"]))
+    return rows
+
+
+def print_table(cfg: Any, metrics: dict[str, Any], rows: list[tuple[str, float]]) -> None:
+    print(f"\nrun: {cfg.output_dir}  method={cfg.method}  detection={cfg.detection.mode}  "
+          f"epochs={metrics['epochs_done']}  train time={metrics['train_time_s']:.0f}s")
+    if not math.isnan(metrics.get("fn_precision", math.nan)):
+        print(f"false negatives detected in the last epoch: precision={metrics['fn_precision']:.3f} "
+              f"recall={metrics['fn_recall']:.3f} accepted share={metrics['accepted_share']:.2f}")
+    print(f"\n| features ({cfg.data.name}, kNN k={cfg.knn.k}) | top-1 % |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value:.2f} |")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        print(defaults_yaml(), end="")
+    else:
+        import yaml
+
+        print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ifnd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pretrain", help="contrastive pretraining")
+    _add_config_args(p)
+    p.add_argument("--resume", help="'auto' (latest checkpoint of the run directory) or a checkpoint path")
+    p.set_defaults(func=cmd_pretrain)
+    p = sub.add_parser("config", help="print the resolved config, or every key's default")
+    _add_config_args(p)
+    p.add_argument("--defaults", action="store_true", help="every key with its default and documentation")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    from ifnd.data.sources import DataError
+    from ifnd.train.checkpoint import CheckpointError
+    from ifnd.train.pretrain import Interrupted, TrainingDiverged
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted: the checkpoint is saved; continue with --resume auto", file=sys.stderr)
+        return 130

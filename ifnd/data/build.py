@@ -1,0 +1,67 @@
+"""Build data sets and loaders from a config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ifnd.data.sampler import ResumableSampler
+from ifnd.data.sources import DataError, ImageFileDataset, load_digits_split, load_fashion_mnist
+from ifnd.data.views import IndexedImages, build_eval_transform
+
+
+def build_sources(cfg: Any) -> tuple[Dataset, Dataset | None]:
+    """``(train, test)`` image sources yielding ``(PIL image, label)``; test may be None."""
+    data = cfg.data
+    if data.name == "digits":
+        train, test = load_digits_split(data.image_size)
+    elif data.name == "fashion_mnist":
+        train, test = load_fashion_mnist(data.root)
+    elif data.name == "imagefolder":
+        train = ImageFileDataset.from_folder(data.root, data.on_corrupt)
+        test = ImageFileDataset.from_folder(data.test_root, data.on_corrupt) if data.test_root else None
+    else:  # filelist
+        train = ImageFileDataset.from_list(data.train_list, data.root, data.on_corrupt)
+        test = ImageFileDataset.from_list(data.test_root, data.root, data.on_corrupt) if data.test_root else None
+    if data.max_train_samples:
+        train = _subset(train, data.max_train_samples)
+    if len(train) == 0:
+        raise DataError(f"the training set of data.name={data.name!r} is empty")
+    return train, test
+
+
+def _subset(source: Dataset, n: int) -> Dataset:
+    subset = Subset(source, range(min(n, len(source))))
+    subset.labels = source.labels[: len(subset)]  # type: ignore[attr-defined]
+    subset.classes = source.classes  # type: ignore[attr-defined]
+    return subset
+
+
+def source_labels(source: Dataset) -> torch.Tensor:
+    """True labels of a source, ``[N]`` long (for kNN and diagnostics only)."""
+    return torch.as_tensor(source.labels, dtype=torch.long)  # type: ignore[attr-defined]
+
+
+def train_loader(dataset: Dataset, sampler: ResumableSampler, num_workers: int, pin_memory: bool) -> DataLoader:
+    """Loader over ``dataset`` in the sampler's order, full batches only."""
+    return DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=False,  # workers must see IndexedViews.set_epoch of each epoch
+    )
+
+
+def eval_loader(source: Dataset, image_size: int, normalize: bool, batch_size: int, num_workers: int) -> DataLoader:
+    """Deterministic loader yielding ``(images [B,3,S,S], labels [B], indices [B])`` in order."""
+    return DataLoader(
+        IndexedImages(source, build_eval_transform(image_size, normalize)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )

@@ -1,0 +1,98 @@
+"""Augmented views with dataset indices, reproducible per sample.
+
+:class:`IndexedViews` wraps an image source and returns ``(views, label, index)``:
+``views`` is a list of two augmented tensors ``[3, S, S]`` from lightly's
+``SimCLRTransform`` / ``MoCoV2Transform``; ``index`` is the sample's position in the
+training set (the key of every false-negative table); ``label`` is for evaluation and
+diagnostics only.
+
+The random numbers of each sample's augmentation are seeded from
+``(seed, epoch, index)``. The views therefore do not depend on the number of loader
+workers, nor on where a run was stopped and resumed: an epoch resumed mid-way sees
+exactly the images it would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from lightly.transforms import MoCoV2Transform, SimCLRTransform
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from torch.utils.data import Dataset
+
+
+def build_view_transform(cfg: Any) -> Callable:
+    """lightly's two-view transform for ``cfg.method`` with ``cfg.augment`` strengths."""
+    aug = cfg.augment
+    cls = SimCLRTransform if cfg.method == "simclr" else MoCoV2Transform
+    return cls(
+        input_size=cfg.data.image_size,
+        cj_prob=aug.cj_prob,
+        cj_strength=aug.cj_strength,
+        min_scale=aug.min_scale,
+        random_gray_scale=aug.gray_prob,
+        gaussian_blur=aug.blur_prob,
+        hf_prob=aug.hflip_prob,
+        normalize=IMAGENET_NORMALIZE if aug.normalize else None,
+    )
+
+
+def build_eval_transform(image_size: int, normalize: bool = True) -> Callable:
+    """Resize and centre-crop (no randomness): the view used by kNN, probes and the `pass` features."""
+    steps: list[Callable] = [T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor()]
+    if normalize:
+        steps.append(T.Normalize(IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"]))
+    return T.Compose(steps)
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_000_000_007 + index & 0x7FFF_FFFF_FFFF
+
+
+class IndexedViews(Dataset):
+    """``source[i] -> (views, label, i)`` with per-sample seeded augmentation."""
+
+    def __init__(self, source: Dataset, transform: Callable, seed: int = 0):
+        self.source = source
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before building the epoch's DataLoader iterator (workers copy the value)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, int]:
+        image, label = self.source[index]
+        sample_seed = _sample_seed(self.seed, self.epoch, index)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            np.random.seed(sample_seed % 2**32)
+            views = self.transform(image)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        return views, label, index
+
+
+class IndexedImages(Dataset):
+    """``source[i] -> (tensor, label, i)`` through a deterministic transform."""
+
+    def __init__(self, source: Dataset, transform: Callable):
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image, label = self.source[index]
+        return self.transform(image), label, index

@@ -1,0 +1,425 @@
+"""Bayesian false-negative elimination (FNE): statistics, weights and sampling.
+
+Written from ``docs/fne.md``. The pieces work on similarities alone, so the same code
+serves image-text fine-tuning (candidates: momentum batch plus memory) and MoCo
+pretraining (candidates: the queue, positives: same dataset id):
+
+1. :func:`select_reliable_pairs` picks, from an in-batch ``[B, B]`` similarity matrix,
+   the pairs that are top-1 in both directions, with their hardest in-batch negatives;
+2. :class:`SimilarityStats` keeps global statistics of those positive and negative
+   similarities over an epoch (no gradient);
+3. :func:`false_negative_probability` applies Bayes' rule with a small prior;
+4. :func:`sampling_weights` turns similarities into sampling weights (closeness kernel,
+   false-negative down-weighting, cut-down of easy negatives and known positives);
+5. :func:`sample_negatives` draws ``k`` negatives per anchor by ``torch.multinomial``.
+
+:class:`FNESampler` bundles them, with a hardest-negative (VSE++) warm-up.
+
+Shapes: ``B`` anchors, ``N`` candidates, ``K`` negatives drawn per anchor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ifnd.falseneg.triplet import hardest_negative_indices
+
+STATS_METHODS = ("gaussian", "histogram")
+_POS, _NEG = 0, 1  # rows of the statistics buffers
+
+
+def _unbiased_var(count: int, total: Tensor, total_sq: Tensor) -> Tensor:
+    """Unbiased variance from a count, a sum and a sum of squares (0 below 2 samples)."""
+    if count < 2:
+        return torch.zeros_like(total)
+    return ((total_sq - total.square() / count) / (count - 1)).clamp(min=0)
+
+
+def _bin_index(sims: Tensor, bins: int) -> Tensor:
+    """Histogram bin over ``[-1, 1]`` of each similarity, same shape, long; outliers clamp to the edge bins."""
+    return ((sims + 1) * (bins / 2)).floor().long().clamp(0, bins - 1)
+
+
+class SimilarityStats(nn.Module):
+    """Running statistics of positive and of negative similarities (global, shared by both directions).
+
+    By default the exact within-epoch statistics: per class a count, a sum and a sum of
+    squares, cleared by :meth:`reset` every epoch. With ``momentum`` the mean and the
+    unbiased variance of each update's batch are blended in as an exponential moving
+    average instead, ``stat = momentum * stat + (1 - momentum) * batch_stat`` (the first
+    batch after a reset sets them). ``method="histogram"`` estimates the densities from
+    ``bins`` equal bins over ``[-1, 1]`` (counts, or their moving average), with additive
+    ``smoothing`` so that no density is ever zero; the Gaussian moments are kept too,
+    since :func:`sampling_weights` cuts down below the positive mean.
+
+    All state is in registered buffers (float64, ``count`` long): row 0 positives, row 1
+    negatives. They follow ``.to(device)`` and ``state_dict``.
+
+    Args:
+        min_positives: positives needed since the last reset before :attr:`ready`.
+        momentum: ``None`` for exact running sums, else the EMA keep-fraction in ``[0, 1)``.
+        method: ``"gaussian"`` or ``"histogram"`` densities.
+        bins: histogram bins over ``[-1, 1]`` (histogram only).
+        smoothing: pseudo-count added to every bin (histogram only), > 0.
+        min_var: floor of the Gaussian variances, > 0, so a degenerate class stays finite.
+    """
+
+    def __init__(
+        self,
+        min_positives: int = 200,
+        momentum: float | None = None,
+        method: str = "gaussian",
+        bins: int = 50,
+        smoothing: float = 1.0,
+        min_var: float = 1e-6,
+    ):
+        super().__init__()
+        if method not in STATS_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {list(STATS_METHODS)}")
+        if momentum is not None and not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) or None, got {momentum}")
+        if bins < 1 or smoothing <= 0 or min_var <= 0:
+            raise ValueError(f"need bins >= 1, smoothing > 0, min_var > 0; got {bins}, {smoothing}, {min_var}")
+        self.min_positives = min_positives
+        self.momentum = momentum
+        self.method = method
+        self.bins = bins
+        self.smoothing = smoothing
+        self.min_var = min_var
+        self.register_buffer("count", torch.zeros(2, dtype=torch.long))
+        for name in self._moment_buffers:
+            self.register_buffer(name, torch.zeros(2, dtype=torch.float64))
+        if method == "histogram":
+            self.register_buffer("hist", torch.zeros(2, bins, dtype=torch.float64))
+
+    @property
+    def _moment_buffers(self) -> tuple[str, str]:
+        """Names of the first- and second-moment buffers of the current mode."""
+        return ("total", "total_sq") if self.momentum is None else ("ema_mean", "ema_var")
+
+    @torch.no_grad()
+    def update(self, pos_sims: Tensor, neg_sims: Tensor) -> None:
+        """Add a batch of positive and of negative similarities (detached; either may be empty).
+
+        Args:
+            pos_sims: ``[P]`` float, positive similarities.
+            neg_sims: ``[Q]`` float, negative similarities.
+        """
+        for row, sims in ((_POS, pos_sims), (_NEG, neg_sims)):
+            x = sims.detach().reshape(-1).to(self.count.device, torch.float64)
+            n = x.numel()
+            if n == 0:
+                continue
+            total, total_sq = x.sum(), x.square().sum()
+            batch = (total, total_sq) if self.momentum is None else (total / n, _unbiased_var(n, total, total_sq))
+            values = dict(zip(self._moment_buffers, batch))
+            if self.method == "histogram":
+                values["hist"] = torch.bincount(_bin_index(x, self.bins), minlength=self.bins).double()
+            first = int(self.count[row]) == 0
+            for name, value in values.items():
+                buffer = getattr(self, name)[row]
+                if self.momentum is None:
+                    buffer += value
+                else:
+                    buffer.lerp_(value, 1.0 if first else 1.0 - self.momentum)
+            self.count[row] += n
+
+    def reset(self) -> None:
+        """Forget everything (called at the start of every epoch)."""
+        for buffer in self.buffers():
+            buffer.zero_()
+
+    @property
+    def ready(self) -> bool:
+        """Whether at least ``min_positives`` positives were seen since the last reset."""
+        return int(self.count[_POS]) >= self.min_positives
+
+    def _moments(self, row: int) -> tuple[float, float]:
+        """``(mean, unbiased variance)`` of one class; ``(0, 0)`` before any sample."""
+        if self.momentum is not None:
+            return float(self.ema_mean[row]), float(self.ema_var[row])
+        n = int(self.count[row])
+        if n == 0:
+            return 0.0, 0.0
+        return float(self.total[row]) / n, float(_unbiased_var(n, self.total[row], self.total_sq[row]))
+
+    @property
+    def pos_mean(self) -> float:
+        """Mean positive similarity."""
+        return self._moments(_POS)[0]
+
+    @property
+    def pos_var(self) -> float:
+        """Variance of the positive similarities."""
+        return self._moments(_POS)[1]
+
+    @property
+    def neg_mean(self) -> float:
+        """Mean negative similarity."""
+        return self._moments(_NEG)[0]
+
+    @property
+    def neg_var(self) -> float:
+        """Variance of the negative similarities."""
+        return self._moments(_NEG)[1]
+
+    def _log_density(self, sims: Tensor, row: int) -> Tensor:
+        """Log density of one class at ``sims``, same shape and dtype."""
+        if self.method == "histogram":
+            hist = self.hist[row].to(sims.device)
+            probs = (hist + self.smoothing) / (hist.sum() + self.bins * self.smoothing)
+            log_density = (probs * (self.bins / 2)).log()  # bin width is 2 / bins
+            return log_density[_bin_index(sims, self.bins)].to(sims.dtype)
+        mean, var = self._moments(row)
+        var = max(var, self.min_var)
+        return -0.5 * (math.log(2 * math.pi * var) + (sims - mean).square() / var)
+
+    def log_likelihoods(self, sims: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log p(s | positive), log p(s | negative))``, each the shape and dtype of ``sims``."""
+        return self._log_density(sims, _POS), self._log_density(sims, _NEG)
+
+    def likelihoods(self, sims: Tensor) -> tuple[Tensor, Tensor]:
+        """``(p(s | positive), p(s | negative))``, each the shape and dtype of ``sims``."""
+        log_pos, log_neg = self.log_likelihoods(sims)
+        return log_pos.exp(), log_neg.exp()
+
+
+@torch.no_grad()
+def select_reliable_pairs(sim: Tensor) -> tuple[Tensor, Tensor]:
+    """Positive and hardest negative similarities of the pairs that are top-1 both ways.
+
+    Args:
+        sim: ``[B, B]`` float, in-batch image-text similarities; ``sim[i, i]`` is pair
+            ``i``. Pair ``i`` is reliable when ``sim[i].argmax() == i`` and
+            ``sim[:, i].argmax() == i``. With ``B < 2`` no pair has a negative and none
+            is reliable.
+
+    Returns:
+        ``(pos_sims [P], neg_sims [2P])``, detached: ``sim[i, i]`` of each reliable pair,
+        then the hardest off-diagonal entry of each reliable row followed by that of each
+        reliable column.
+    """
+    if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"expected a square [B, B] matrix, got {tuple(sim.shape)}")
+    sim = sim.detach()
+    size = sim.shape[0]
+    if size < 2:
+        return sim.new_empty(0), sim.new_empty(0)
+    diag = torch.arange(size, device=sim.device)
+    reliable = (sim.argmax(dim=1) == diag) & (sim.argmax(dim=0) == diag)
+    off_diag = sim.masked_fill(torch.eye(size, dtype=torch.bool, device=sim.device), float("-inf"))
+    pos_sims = sim.diagonal()[reliable]
+    neg_sims = torch.cat([off_diag.amax(dim=1)[reliable], off_diag.amax(dim=0)[reliable]])
+    return pos_sims, neg_sims
+
+
+def false_negative_probability(sims: Tensor, stats: SimilarityStats, prior: float = 1e-4) -> Tensor:
+    """Posterior probability that a candidate with similarity ``s`` is a positive.
+
+    ``P_fn(s) = p(s|pos) pi / (p(s|pos) pi + p(s|neg) (1 - pi))``, computed as a sigmoid of
+    the log-odds, so it stays finite where both densities underflow.
+
+    Args:
+        sims: float tensor of any shape, candidate similarities.
+        stats: the positive/negative statistics.
+        prior: prior probability ``pi`` of a candidate being a false negative, in ``(0, 1)``.
+
+    Returns:
+        Float tensor, the shape and dtype of ``sims``, values in ``[0, 1]``.
+    """
+    if not 0 < prior < 1:
+        raise ValueError(f"prior must be in (0, 1), got {prior}")
+    log_pos, log_neg = stats.log_likelihoods(sims)
+    return torch.sigmoid(log_pos - log_neg + (math.log(prior) - math.log1p(-prior)))
+
+
+@torch.no_grad()
+def sampling_weights(
+    sims: Tensor,
+    pos_sims: Tensor,
+    positive_mask: Tensor,
+    stats: SimilarityStats,
+    tau: float = 0.5,
+    prior: float = 1e-4,
+    fn_threshold: float = 1e-3,
+    cut_down: bool = True,
+    cut_margin: float = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """Unnormalised sampling weight of every candidate, and its false-negative probability.
+
+    ``w = exp(-(s - s_pos)^2 / (2 tau))``; where ``P_fn > fn_threshold`` it becomes
+    ``exp(-P_fn / (2 tau))`` (a likely false negative is down-weighted, not removed).
+    With ``cut_down``, ``w = 0`` for easy negatives, ``s <= stats.pos_mean - cut_margin``.
+    Known positives always get ``w = 0``. The statistics are used only once
+    ``stats.ready``: before that ``P_fn = 0`` and no cut-down happens (its threshold is a
+    statistic), so only the kernel and the positive mask apply.
+
+    Args:
+        sims: ``[B, N]`` float, anchor-candidate similarities.
+        pos_sims: ``[B]`` float, each anchor's similarity to its own positive.
+        positive_mask: ``[B, N]`` bool, known positives (e.g. same image id).
+        stats: the positive/negative statistics.
+        tau: kernel temperature.
+        prior: false-negative prior, see :func:`false_negative_probability`.
+        fn_threshold: ``P_fn`` above which the kernel is replaced.
+        cut_down: zero the weights of easy negatives.
+        cut_margin: how far below the positive mean a negative counts as easy.
+
+    Returns:
+        ``(weights [B, N] >= 0, p_fn [B, N])``, detached, dtype of ``sims``.
+    """
+    sims = sims.detach()
+    weights = torch.exp(-(sims - pos_sims.detach().unsqueeze(1)).square() / (2 * tau))
+    if stats.ready:
+        p_fn = false_negative_probability(sims, stats, prior)
+        weights = torch.where(p_fn > fn_threshold, torch.exp(-p_fn / (2 * tau)), weights)
+        if cut_down:
+            weights = weights.masked_fill(sims <= stats.pos_mean - cut_margin, 0.0)
+    else:
+        p_fn = torch.zeros_like(sims)
+    return weights.masked_fill(positive_mask, 0.0), p_fn
+
+
+@torch.no_grad()
+def sample_negatives(
+    sims: Tensor,
+    weights: Tensor,
+    positive_mask: Tensor,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw ``num_samples`` negatives per anchor in proportion to ``weights``.
+
+    Known positives and zero-weight candidates are never drawn. A row with no positive
+    weight left falls back to its highest-similarity non-positive candidate (drawn
+    ``num_samples`` times). Draws are without replacement when every row has at least
+    ``num_samples`` drawable candidates, with replacement otherwise.
+
+    Args:
+        sims: ``[B, N]`` float, anchor-candidate similarities (for the fallback).
+        weights: ``[B, N]`` float >= 0, unnormalised sampling weights.
+        positive_mask: ``[B, N]`` bool, known positives.
+        num_samples: ``K``, negatives per anchor.
+        generator: random generator for reproducible draws.
+
+    Returns:
+        ``(indices [B, K] long, drawn_weights [B, K])``: the drawn columns and their
+        weights (0 for the fallback draws).
+
+    Raises:
+        ValueError: if a fallback row has no non-positive candidate.
+    """
+    weights = weights.detach().masked_fill(positive_mask, 0.0)
+    fallback = ~(weights > 0).any(dim=1)
+    probs = weights.to(torch.float32, copy=True)
+    hardest = hardest_negative_indices(sims[fallback], positive_mask[fallback])
+    probs[fallback] = torch.zeros_like(probs[fallback]).scatter_(1, hardest, 1.0)
+    replacement = num_samples > int((probs > 0).sum(dim=1).min())
+    indices = torch.multinomial(probs, num_samples, replacement=replacement, generator=generator)
+    return indices, weights.gather(1, indices)
+
+
+class SampledNegatives(NamedTuple):
+    """Result of :class:`FNESampler` (unpacks as a 4-tuple)."""
+
+    indices: Tensor
+    """``[B, K]`` long, the chosen candidate columns."""
+    drawn_weights: Tensor
+    """``[B, K]`` float, their sampling weights."""
+    weights: Tensor
+    """``[B, N]`` float, the full weight matrix."""
+    p_fn: Tensor
+    """``[B, N]`` float, false-negative probabilities (0 while not used)."""
+
+
+class FNESampler(nn.Module):
+    """Negative sampler for both image-text fine-tuning and MoCo pretraining.
+
+    During the first ``warmup_epochs`` epochs (0-based ``epoch < warmup_epochs``) it
+    returns the ``K`` hardest non-positive candidates (VSE++ for ``K = 1``), with weight
+    1 on them and 0 elsewhere and ``p_fn = 0``; afterwards it draws with
+    :func:`sampling_weights` and :func:`sample_negatives`. Its state (the statistics and
+    the epoch) is in buffers, so it is saved with the model that owns it.
+
+    Args:
+        stats: statistics to use; default ``SimilarityStats()``.
+        tau, prior, fn_threshold, cut_down, cut_margin: see :func:`sampling_weights`.
+        warmup_epochs: epochs of hardest-negative training before sampling starts.
+    """
+
+    def __init__(
+        self,
+        stats: SimilarityStats | None = None,
+        tau: float = 0.5,
+        prior: float = 1e-4,
+        fn_threshold: float = 1e-3,
+        cut_down: bool = True,
+        cut_margin: float = 0.2,
+        warmup_epochs: int = 1,
+    ):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        self.stats = stats if stats is not None else SimilarityStats()
+        self.tau = tau
+        self.prior = prior
+        self.fn_threshold = fn_threshold
+        self.cut_down = cut_down
+        self.cut_margin = cut_margin
+        self.warmup_epochs = warmup_epochs
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+
+    @property
+    def in_warmup(self) -> bool:
+        """Whether the current epoch still uses hardest negatives."""
+        return int(self.epoch) < self.warmup_epochs
+
+    def start_epoch(self, epoch: int) -> None:
+        """Record the (0-based) epoch that begins and reset the statistics."""
+        self.epoch.fill_(epoch)
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the statistics."""
+        self.stats.reset()
+
+    def update_stats(self, sim_matrix: Tensor) -> None:
+        """Feed the reliable pairs of an in-batch ``[B, B]`` similarity matrix to the statistics."""
+        self.stats.update(*select_reliable_pairs(sim_matrix))
+
+    def forward(
+        self,
+        sims: Tensor,
+        pos_sims: Tensor,
+        positive_mask: Tensor,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> SampledNegatives:
+        """Choose ``num_samples`` negatives per anchor.
+
+        Args:
+            sims: ``[B, N]`` float, anchor-candidate similarities.
+            pos_sims: ``[B]`` float, each anchor's own positive similarity.
+            positive_mask: ``[B, N]`` bool, known positives.
+            num_samples: ``K``.
+            generator: random generator for reproducible draws.
+
+        Returns:
+            :class:`SampledNegatives` ``(indices [B, K], drawn_weights [B, K],
+            weights [B, N], p_fn [B, N])``, all detached.
+        """
+        if self.in_warmup:
+            indices = hardest_negative_indices(sims, positive_mask, k=num_samples)
+            weights = torch.zeros_like(sims).scatter_(1, indices, 1.0)
+            return SampledNegatives(indices, weights.gather(1, indices), weights, torch.zeros_like(weights))
+        weights, p_fn = sampling_weights(
+            sims, pos_sims, positive_mask, self.stats,
+            tau=self.tau, prior=self.prior, fn_threshold=self.fn_threshold,
+            cut_down=self.cut_down, cut_margin=self.cut_margin,
+        )
+        indices, drawn = sample_negatives(sims, weights, positive_mask, num_samples, generator)
+        return SampledNegatives(indices, drawn, weights, p_fn)

@@ -1,0 +1,177 @@
+"""IFND rounds: embeddings of the training set -> a table of accepted pseudo-labels.
+
+The training loop hands the detector embeddings and dataset ids and asks it for
+false-negative masks; the detector never reaches into the loop. Its whole state (label
+table, confidences, centroids, the embedding bank, the round counter) is in
+:meth:`state_dict`, so a resumed run neither reclusters early nor loses labels.
+
+Modes (``detection.mode``):
+
+* ``none``   — no table; the loss sees no false negatives (the baseline).
+* ``ifnd``   — spherical k-means at every granularity of ``num_clusters``, a
+  confidence per sample, and only the most confident share accepted; the share grows
+  over training (``accept_start`` -> ``accept_end``).
+* ``oracle`` — the true classes as pseudo-labels, accepted by the same schedule (all
+  confidences equal): the upper bound of the same code path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ifnd.config import ConfigError
+from ifnd.falseneg.acceptance import accept_most_confident, accepted_share, margin_confidence, softmax_confidence
+from ifnd.falseneg.clustering import multi_level_kmeans
+from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
+from ifnd.falseneg.masks import false_negative_mask
+
+
+class FalseNegativeDetector:
+    """Keeps the pseudo-label table ``labels [L, N]`` (-1 = not accepted).
+
+    Args:
+        cfg: the resolved config (``cfg.detection``, ``cfg.train.epochs``, ``cfg.seed``).
+        num_samples: N, size of the training set.
+        embed_dim: width of the embeddings that are clustered.
+        true_labels: ``[N]`` long, for the oracle and diagnostics only; may be None.
+    """
+
+    def __init__(self, cfg: Any, num_samples: int, embed_dim: int, true_labels: torch.Tensor | None):
+        self.det = cfg.detection
+        self.mode = self.det.mode
+        self.total_epochs = cfg.train.epochs
+        self.seed = cfg.seed
+        self.true_labels = true_labels
+        if self.mode == "oracle" and true_labels is None:
+            raise ConfigError("detection.mode=oracle needs true labels, and this data set has none")
+        levels = 1 if self.mode == "oracle" else len(self.det.num_clusters)
+        too_big = [k for k in self.det.num_clusters if k > num_samples]
+        if self.mode == "ifnd" and too_big:
+            raise ConfigError(f"detection.num_clusters {too_big} exceed the {num_samples} training samples; lower them")
+        self.labels = torch.full((levels, num_samples), -1, dtype=torch.long)
+        self.confidence = torch.zeros(levels, num_samples)
+        self.centroids: list[torch.Tensor] = []
+        self.bank = torch.zeros(num_samples, embed_dim)
+        self.bank_filled = torch.zeros(num_samples, dtype=torch.bool)
+        self.last_round = -1
+        self.share = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def active(self) -> bool:
+        """True once a round has produced a table the loss should use."""
+        return self.enabled and self.last_round >= 0
+
+    def wants_round(self, epoch: int) -> bool:
+        """Whether a clustering round belongs before training epoch ``epoch`` (0-based)."""
+        since = epoch - self.det.warmup_epochs
+        return self.enabled and since >= 0 and since % self.det.cluster_every == 0 and epoch > self.last_round
+
+    def needs_bank(self) -> bool:
+        return self.mode == "ifnd" and self.det.features == "bank"
+
+    @torch.no_grad()
+    def observe(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:
+        """Store training-pass embeddings ``[B, D]`` of samples ``ids [B]`` (``bank`` features)."""
+        ids = ids.cpu()
+        self.bank[ids] = embeddings.detach().float().cpu()
+        self.bank_filled[ids] = True
+
+    def bank_features(self) -> torch.Tensor:
+        """The stored embeddings ``[N, D]``; a sample not seen in training gets its nearest seen neighbour's row."""
+        if self.bank_filled.all():
+            return self.bank
+        if not self.bank_filled.any():
+            raise RuntimeError("the embedding bank is empty: train at least one epoch before the first round")
+        seen = self.bank[self.bank_filled]
+        filled = self.bank.clone()
+        missing = (~self.bank_filled).nonzero().squeeze(1)
+        filled[missing] = seen[(self.bank[missing] @ seen.T).argmax(1)]
+        return filled
+
+    def run_round(self, epoch: int, features: torch.Tensor | None = None) -> dict[str, float]:
+        """Recompute the label table before epoch ``epoch``.
+
+        Args:
+            features: ``[N, D]`` embeddings of the whole training set (``pass``); None
+                uses the bank. Ignored in oracle mode.
+
+        Returns:
+            Round statistics: accepted share, and per level NMI / purity / pair
+            precision and recall when true labels exist.
+        """
+        self.share = accepted_share(
+            epoch, self.det.warmup_epochs, self.total_epochs - 1,
+            self.det.accept_start, self.det.accept_end, self.det.accept_schedule,
+        )
+        if self.mode == "oracle":
+            assignments = [self.true_labels]
+            confidences = [torch.ones(len(self.true_labels))]
+            self.centroids = []
+        else:
+            x = (features if features is not None else self.bank_features()).float()
+            results = multi_level_kmeans(
+                x.numpy(), self.det.num_clusters, hierarchical=self.det.hierarchical,
+                niter=self.det.kmeans_niter, nredo=self.det.kmeans_nredo, seed=self.seed + epoch,
+                init=self.det.kmeans_init,
+            )
+            assignments = [torch.from_numpy(r.assignments).long() for r in results]
+            self.centroids = [torch.from_numpy(r.centroids) for r in results]
+            confidences = [self._confidence(x, c, a) for c, a in zip(self.centroids, assignments)]
+        for level, (assign, conf) in enumerate(zip(assignments, confidences)):
+            self.labels[level] = accept_most_confident(assign, conf, self.share)
+            self.confidence[level] = conf
+        self.last_round = epoch
+        return self._round_stats(assignments)
+
+    def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
+        if self.det.confidence == "margin":
+            return margin_confidence(x, centroids)
+        return softmax_confidence(x, centroids, assignments, self.det.confidence_temperature)
+
+    def _round_stats(self, assignments: list[torch.Tensor]) -> dict[str, float]:
+        stats = {"accepted_share": self.share}
+        if self.true_labels is None:
+            return stats
+        for level, assign in enumerate(assignments):
+            counts = table_pair_counts(self.labels[level], self.true_labels)
+            stats[f"level{level}/nmi"] = nmi(assign, self.true_labels)
+            stats[f"level{level}/purity"] = purity(assign, self.true_labels)
+            stats[f"level{level}/pair_precision"] = counts.precision
+            stats[f"level{level}/pair_recall"] = counts.recall
+        return stats
+
+    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor | None:
+        """False-negative masks ``[L, B, M]`` bool, or None before the first round / in mode none."""
+        if not self.active:
+            return None
+        labels = self.labels.to(anchor_ids.device)
+        return false_negative_mask(anchor_ids, candidate_ids, labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "labels": self.labels,
+            "confidence": self.confidence,
+            "centroids": self.centroids,
+            "bank": self.bank,
+            "bank_filled": self.bank_filled,
+            "last_round": self.last_round,
+            "share": self.share,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["labels"].shape != self.labels.shape or state["bank"].shape != self.bank.shape:
+            raise ValueError(
+                f"detector state has labels {tuple(state['labels'].shape)} / bank {tuple(state['bank'].shape)}, "
+                f"expected {tuple(self.labels.shape)} / {tuple(self.bank.shape)}: the data set or detection.num_clusters changed"
+            )
+        for key in ("labels", "confidence", "bank", "bank_filled"):
+            getattr(self, key).copy_(state[key])
+        self.centroids = list(state["centroids"])
+        self.last_round = int(state["last_round"])
+        self.share = float(state["share"])

@@ -1,0 +1,152 @@
+"""Quality of false-negative detection against the true classes.
+
+Used only for logging (precision and recall of the detected pairs, cluster quality);
+the loss never sees the true classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """Counts of candidate pairs; add two to accumulate over batches.
+
+    Attributes:
+        detected: pairs flagged as false negatives.
+        true_positive: flagged pairs whose true classes are equal.
+        actual: pairs whose true classes are equal (the real false negatives).
+    """
+
+    detected: int
+    true_positive: int
+    actual: int
+
+    def __add__(self, other: PairCounts) -> PairCounts:
+        return PairCounts(
+            self.detected + other.detected,
+            self.true_positive + other.true_positive,
+            self.actual + other.actual,
+        )
+
+    @property
+    def precision(self) -> float:
+        """Share of flagged pairs that are real false negatives; 0.0 when none is flagged."""
+        return self.true_positive / self.detected if self.detected else 0.0
+
+    @property
+    def recall(self) -> float:
+        """Share of real false negatives that are flagged; 0.0 when there are none."""
+        return self.true_positive / self.actual if self.actual else 0.0
+
+
+def batch_pair_counts(
+    fn_mask: torch.Tensor,
+    anchor_ids: torch.Tensor,
+    candidate_ids: torch.Tensor,
+    anchor_classes: torch.Tensor,
+    candidate_classes: torch.Tensor,
+) -> PairCounts:
+    """Counts over the anchor-candidate pairs of one batch.
+
+    Args:
+        fn_mask: ``[B, M]`` bool, detected false negatives.
+        anchor_ids: ``[B]`` long dataset index of each anchor.
+        candidate_ids: ``[M]`` long dataset index of each candidate, -1 for an empty slot.
+        anchor_classes: ``[B]`` long true class of each anchor.
+        candidate_classes: ``[M]`` long true class of each candidate (any value in empty
+            slots).
+
+    Returns:
+        The counts; pairs of a sample with itself and pairs with empty slots are ignored.
+    """
+    device = fn_mask.device
+    candidates = candidate_ids.to(device)
+    counted = (candidates >= 0).unsqueeze(0) & (
+        anchor_ids.to(device).unsqueeze(1) != candidates.unsqueeze(0)
+    )
+    same_class = anchor_classes.to(device).unsqueeze(1) == candidate_classes.to(device).unsqueeze(0)
+    detected = fn_mask & counted
+    return PairCounts(
+        detected=int(detected.sum()),
+        true_positive=int((detected & same_class).sum()),
+        actual=int((counted & same_class).sum()),
+    )
+
+
+def _as_numpy(values: ArrayLike) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def _ordered_pairs_within_groups(keys: np.ndarray) -> int:
+    """Number of ordered pairs (i, j), i != j, with ``keys[i] == keys[j]``.
+
+    Args:
+        keys: ``[N]`` integer group key of each sample.
+    """
+    _, sizes = np.unique(keys, return_counts=True)
+    sizes = sizes.astype(np.int64)
+    return int(np.sum(sizes * (sizes - 1)))
+
+
+def table_pair_counts(pseudo_labels: ArrayLike, classes: ArrayLike) -> PairCounts:
+    """Counts over all ordered pairs (i, j), i != j, of a data set.
+
+    Computed from the sizes of the (pseudo-label, class) groups, so memory and time are
+    O(N log N), never N x N.
+
+    Args:
+        pseudo_labels: ``[N]`` integer accepted pseudo-label, -1 when not accepted.
+        classes: ``[N]`` integer true class (>= 0).
+
+    Returns:
+        detected: pairs sharing an accepted pseudo-label; true_positive: those that also
+        share a class; actual: pairs sharing a class, over all samples.
+    """
+    labels = _as_numpy(pseudo_labels).astype(np.int64)
+    _, class_index = np.unique(_as_numpy(classes), return_inverse=True)
+    class_index = class_index.reshape(-1).astype(np.int64)
+    if labels.shape != class_index.shape:
+        raise ValueError(f"pseudo_labels and classes must both be [N], got {labels.shape}")
+    accepted = labels >= 0
+    joint = labels[accepted] * (class_index.max(initial=0) + 1) + class_index[accepted]
+    return PairCounts(
+        detected=_ordered_pairs_within_groups(labels[accepted]),
+        true_positive=_ordered_pairs_within_groups(joint),
+        actual=_ordered_pairs_within_groups(class_index),
+    )
+
+
+def nmi(assignments: ArrayLike, classes: ArrayLike) -> float:
+    """Normalised mutual information between a clustering and the true classes.
+
+    Args:
+        assignments: ``[N]`` integer cluster of each sample.
+        classes: ``[N]`` integer true class of each sample.
+
+    Returns:
+        scikit-learn's ``normalized_mutual_info_score`` (arithmetic normalisation), in [0, 1].
+    """
+    return float(normalized_mutual_info_score(_as_numpy(classes), _as_numpy(assignments)))
+
+
+def purity(assignments: ArrayLike, classes: ArrayLike) -> float:
+    """Share of samples that belong to the majority class of their cluster.
+
+    Args:
+        assignments: ``[N]`` integer cluster of each sample.
+        classes: ``[N]`` integer true class of each sample.
+
+    Returns:
+        Sum over clusters of the largest class count, divided by N.
+    """
+    table = contingency_matrix(_as_numpy(classes), _as_numpy(assignments), sparse=True)
+    return float(table.max(axis=0).sum() / table.sum())

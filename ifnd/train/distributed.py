@@ -1,0 +1,75 @@
+"""torch.distributed helpers; each is the identity in a single process.
+
+Launch with ``torchrun --nproc_per_node N -m ifnd pretrain ...``: torchrun sets
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, and :func:`init` joins the process group
+(NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as tdist
+import torch.distributed.nn.functional as tdist_nn
+
+
+def init() -> tuple[int, int, int]:
+    """Join the process group when launched by torchrun; return ``(rank, world_size, local_rank)``."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, 0
+    if not tdist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        tdist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return tdist.get_rank(), tdist.get_world_size(), local_rank
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+
+
+def rank() -> int:
+    return tdist.get_rank() if world_size() > 1 else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        tdist.barrier()
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x [B, ...]`` of every rank along dim 0 -> ``[world * B, ...]``, no gradient."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    tdist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like :func:`gather`, but gradients flow back to each rank's own part."""
+    if world_size() == 1:
+        return x
+    return torch.cat(tdist_nn.all_gather(x.contiguous()))
+
+
+def local_rows(num_blocks: int, batch: int) -> torch.Tensor:
+    """Rows of this rank in a layout of ``num_blocks`` gathered blocks of ``world * batch`` rows."""
+    world, r = world_size(), rank()
+    return torch.cat([torch.arange(b * world * batch + r * batch, b * world * batch + (r + 1) * batch) for b in range(num_blocks)])
+
+
+def broadcast_object(obj):
+    """Rank 0's Python object on every rank."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]

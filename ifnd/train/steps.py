@@ -1,0 +1,66 @@
+"""One training step's loss for SimCLR and MoCo v2, with false-negative masks.
+
+Each step returns a :class:`StepOutput`: the loss, the embeddings to store for the
+``bank`` features, and the (anchor ids, candidate ids, any-level mask) that the
+diagnostics compare with the true classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ifnd.falseneg.detector import FalseNegativeDetector
+from ifnd.falseneg.masks import any_level
+from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
+from ifnd.models.contrastive import MoCoModel, SimCLRModel
+from ifnd.models.queue import IdQueue
+from ifnd.train import distributed as dist
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor            # scalar
+    embeddings: torch.Tensor      # [B, D] detached target embeddings of view 1 (for the bank)
+    anchor_ids: torch.Tensor      # [A] dataset ids of the loss anchors
+    candidate_ids: torch.Tensor   # [M] dataset ids of the candidates
+    fn_mask: torch.Tensor | None  # [A, M] bool, detected at any level (None: no detection yet)
+
+
+def level_averaged_loss(logits, positive, masks: torch.Tensor | None, exclude, mode: str) -> torch.Tensor:
+    """:func:`masked_info_nce` averaged over the granularity levels of ``masks [L, B, M]``."""
+    if masks is None:
+        return masked_info_nce(logits, positive, None, exclude, mode)
+    return torch.stack([masked_info_nce(logits, positive, m, exclude, mode) for m in masks]).mean()
+
+
+def simclr_step(model: SimCLRModel, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
+    """NT-Xent over the 2N (x world size) views; false negatives masked per level."""
+    z1, z2 = model(x1), model(x2)
+    all_z1, all_z2, all_ids = dist.gather_with_grad(z1), dist.gather_with_grad(z2), dist.gather(ids)
+    logits, positive, exclude, ids2 = simclr_layout(all_z1, all_z2, all_ids, cfg.simclr.temperature)
+    rows = dist.local_rows(2, z1.shape[0])  # this rank's anchors among the 2N x world rows
+    logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
+    masks = detector.masks(anchor_ids, ids2)
+    loss = level_averaged_loss(logits, positive, masks, exclude, cfg.detection.loss)
+    return StepOutput(loss, z1.detach(), anchor_ids, ids2, None if masks is None else any_level(masks))
+
+
+def moco_step(model: MoCoModel, queue: IdQueue, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
+    """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued."""
+    model.momentum_update(cfg.moco.momentum)
+    q1, q2 = model(x1), model(x2)
+    k1, k2 = model.target(x1), model.target(x2)
+    queue_keys, queue_ids = queue.contents()
+    masks = detector.masks(ids, queue_ids)
+    if masks is not None:  # column 0 (the own key) is the positive, never a false negative
+        masks = torch.cat([torch.zeros_like(masks[:, :, :1]), masks], dim=2)
+    losses = []
+    for q, k in ((q1, k2), (q2, k1)):
+        logits, positive = moco_layout(q, k, queue_keys, cfg.moco.temperature)
+        losses.append(level_averaged_loss(logits, positive, masks, None, cfg.detection.loss))
+    queue.enqueue(dist.gather(k1), dist.gather(ids))
+    candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
+    return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, None if masks is None else any_level(masks))

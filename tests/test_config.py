@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from ifnd.config import SCHEMA, ConfigError, defaults_yaml, load_config, parse_override, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_nested_access():
+    cfg = resolve({})
+    assert cfg.method == "simclr"
+    assert cfg.train.epochs == SCHEMA["train.epochs"].default
+    assert cfg.get("detection.num_clusters") == [30, 60]
+
+
+def test_override_parses_yaml_values():
+    cfg = resolve({}, ["train.epochs=7", "detection.num_clusters=[5, 10]", "train.lr=1"])
+    assert cfg.train.epochs == 7
+    assert cfg.detection.num_clusters == [5, 10]
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert parse_override("output_dir=runs/x") == ("output_dir", "runs/x")
+
+
+def test_unknown_key_is_an_error_with_a_suggestion():
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'.*'train.epochs'"):
+        resolve({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="--set"):
+        resolve({}, ["nope.key=1"])
+
+
+def test_wrong_type_and_choice_are_errors():
+    with pytest.raises(ConfigError, match="train.epochs.*int"):
+        resolve({"train": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match="must be one of"):
+        resolve({"method": "byol"})
+    with pytest.raises(ConfigError, match="list of int"):
+        resolve({"detection": {"num_clusters": ["a"]}})
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_every_shipped_config_loads():
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert files
+    for path in files:
+        load_config(path)
+
+
+def test_default_yaml_is_generated_from_the_schema():
+    shipped = (ROOT / "configs" / "default.yaml").read_text()
+    assert shipped == defaults_yaml(), "regenerate with: python -m ifnd config --defaults > configs/default.yaml"

@@ -1,0 +1,112 @@
+"""Benchmark our faiss spherical k-means against scikit-learn on synthetic clusters.
+
+    python tools/bench_kmeans.py [--n 50000 --d 128 --k 1000 --centres 1000 --seed 0
+                                  --niter 20 --noise 0.1 --gpu]
+
+Data: N points around ``centres`` random unit centres plus Gaussian noise, L2-normalised;
+each point keeps the index of its true centre. Every method clusters the same normalised
+points. Inertia is scikit-learn's objective evaluated identically for every method: the
+sum of squared distances of the points to the mean of their cluster, from the assignments
+alone (spherical k-means keeps unit-norm centroids, which would otherwise inflate its
+number for the same partition).
+
+Target: within 5% of scikit-learn's inertia at >= 5x its speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ifnd.falseneg.clustering import cluster_means, inertia, normalize_rows, spherical_kmeans  # noqa: E402
+from ifnd.falseneg.diagnostics import nmi  # noqa: E402
+
+MAX_INERTIA_RATIO = 1.05
+MIN_SPEED_UP = 5.0
+
+
+def make_data(n: int, d: int, centres: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic clustered points.
+
+    Returns:
+        ``[n, d]`` float32 L2-normalised points and ``[n]`` int64 true centre of each.
+    """
+    rng = np.random.default_rng(seed)
+    unit_centres = normalize_rows(rng.standard_normal((centres, d)))
+    truth = rng.integers(centres, size=n)
+    points = unit_centres[truth] + noise * rng.standard_normal((n, d)).astype(np.float32)
+    return normalize_rows(points), truth
+
+
+def partition_inertia(x: np.ndarray, assignments: np.ndarray, k: int) -> float:
+    """Sum of squared distances of ``x`` ``[N, D]`` float32 to the mean of their cluster."""
+    return inertia(x, cluster_means(x, assignments, k), assignments)
+
+
+def timed(run: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
+    """Seconds taken by ``run`` and the ``[N]`` assignments it returned."""
+    start = time.perf_counter()
+    assignments = run()
+    return time.perf_counter() - start, assignments
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=50000)
+    parser.add_argument("--d", type=int, default=128)
+    parser.add_argument("--k", type=int, default=1000)
+    parser.add_argument("--centres", type=int, default=1000)
+    parser.add_argument("--noise", type=float, default=0.1, help="per-dimension noise std")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--niter", type=int, default=20)
+    parser.add_argument("--gpu", action="store_true", help="run faiss on the GPU")
+    args = parser.parse_args()
+
+    x, truth = make_data(args.n, args.d, args.centres, args.noise, args.seed)
+    use_gpu = True if args.gpu else False
+
+    def faiss_run(init: str) -> Callable[[], np.ndarray]:
+        return lambda: spherical_kmeans(
+            x, args.k, niter=args.niter, seed=args.seed, init=init, use_gpu=use_gpu
+        ).assignments
+
+    def sklearn_run() -> np.ndarray:
+        model = KMeans(args.k, init="k-means++", n_init=1, max_iter=args.niter, random_state=args.seed)
+        return model.fit_predict(x).astype(np.int64)
+
+    methods = {
+        "sklearn KMeans k-means++": sklearn_run,
+        "faiss spherical, init=random": faiss_run("random"),
+        "faiss spherical, init=kmeans++": faiss_run("kmeans++"),
+        "faiss spherical, init=afk-mc2": faiss_run("afk-mc2"),
+    }
+    rows = {}
+    for name, run in methods.items():
+        seconds, assignments = timed(run)
+        rows[name] = (seconds, partition_inertia(x, assignments, args.k), nmi(assignments, truth))
+    base_seconds, base_inertia, _ = rows["sklearn KMeans k-means++"]
+
+    print(f"N={args.n} D={args.d} k={args.k} centres={args.centres} noise={args.noise} "
+          f"niter={args.niter} device={'gpu' if use_gpu else 'cpu'}\n")
+    print("| method | seconds | inertia | inertia / sklearn | speed-up vs sklearn | NMI vs true centres |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (seconds, value, score) in rows.items():
+        print(f"| {name} | {seconds:.2f} | {value:.1f} | {value / base_inertia:.4f} | "
+              f"{base_seconds / seconds:.1f}x | {score:.4f} |")
+    print(f"\nTarget: inertia within {MAX_INERTIA_RATIO - 1:.0%} of sklearn at >= {MIN_SPEED_UP:g}x its speed")
+    for name, (seconds, value, _) in rows.items():
+        if name.startswith("faiss"):
+            met = value <= MAX_INERTIA_RATIO * base_inertia and base_seconds / seconds >= MIN_SPEED_UP
+            print(f"- {name}: {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
