@@ -69,7 +69,8 @@ SCHEMA: dict[str, Option] = {
     "model.cifar_stem": Option(True, "ResNets: 3x3 stride-1 first convolution and no max-pool, for small images."),
     "model.proj_hidden_dim": Option(512, "Hidden width of the projection head."),
     "model.proj_dim": Option(128, "Output width of the projection head (the embedding that the loss sees)."),
-    "model.sync_bn": Option(False, "Convert BatchNorm to SyncBatchNorm under DDP."),
+    "model.norm": Option("batch", "Normalisation layers: batch (BatchNorm) or group (GroupNorm; batch-independent, no BatchNorm in the heads).", ("batch", "group")),
+    "model.sync_bn": Option(False, "Convert BatchNorm to SyncBatchNorm under DDP (CUDA only)."),
     # --- method parameters -----------------------------------------------------
     "simclr.temperature": Option(0.5, "SimCLR NT-Xent temperature."),
     "moco.temperature": Option(0.2, "MoCo v2 InfoNCE temperature."),

@@ -82,24 +82,13 @@ class FalseNegativeDetector:
         self.bank[ids] = embeddings.detach().float().cpu()
         self.bank_filled[ids] = True
 
-    def bank_features(self) -> torch.Tensor:
-        """The stored embeddings ``[N, D]``; a sample not seen in training gets its nearest seen neighbour's row."""
-        if self.bank_filled.all():
-            return self.bank
-        if not self.bank_filled.any():
-            raise RuntimeError("the embedding bank is empty: train at least one epoch before the first round")
-        seen = self.bank[self.bank_filled]
-        filled = self.bank.clone()
-        missing = (~self.bank_filled).nonzero().squeeze(1)
-        filled[missing] = seen[(self.bank[missing] @ seen.T).argmax(1)]
-        return filled
-
     def run_round(self, epoch: int, features: torch.Tensor | None = None) -> dict[str, float]:
         """Recompute the label table before epoch ``epoch``.
 
         Args:
             features: ``[N, D]`` embeddings of the whole training set (``pass``); None
-                uses the bank. Ignored in oracle mode.
+                uses the bank, where samples never embedded yet (possible after the
+                first epochs with ``drop_last``) stay unlabelled. Ignored in oracle mode.
 
         Returns:
             Round statistics: accepted share, and per level NMI / purity / pair
@@ -114,15 +103,24 @@ class FalseNegativeDetector:
             confidences = [torch.ones(len(self.true_labels))]
             self.centroids = []
         else:
-            x = (features if features is not None else self.bank_features()).float()
+            if features is None and not self.bank_filled.any():
+                raise RuntimeError("the embedding bank is empty: train at least one epoch before the first round")
+            x = (features if features is not None else self.bank).float()
+            seen = torch.ones(len(x), dtype=torch.bool) if features is not None else self.bank_filled
             results = multi_level_kmeans(
-                x.numpy(), self.det.num_clusters, hierarchical=self.det.hierarchical,
+                x[seen].numpy(), self.det.num_clusters, hierarchical=self.det.hierarchical,
                 niter=self.det.kmeans_niter, nredo=self.det.kmeans_nredo, seed=self.seed + epoch,
                 init=self.det.kmeans_init,
             )
-            assignments = [torch.from_numpy(r.assignments).long() for r in results]
             self.centroids = [torch.from_numpy(r.centroids) for r in results]
-            confidences = [self._confidence(x, c, a) for c, a in zip(self.centroids, assignments)]
+            assignments, confidences = [], []
+            for result, centroids in zip(results, self.centroids):
+                assign = torch.full((len(x),), -1, dtype=torch.long)
+                assign[seen] = torch.from_numpy(result.assignments).long()
+                conf = torch.full((len(x),), -1.0)  # below every real confidence: never accepted first
+                conf[seen] = self._confidence(x[seen], centroids, assign[seen])
+                assignments.append(assign)
+                confidences.append(conf)
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):
             self.labels[level] = accept_most_confident(assign, conf, self.share)
             self.confidence[level] = conf
@@ -140,8 +138,9 @@ class FalseNegativeDetector:
             return stats
         for level, assign in enumerate(assignments):
             counts = table_pair_counts(self.labels[level], self.true_labels)
-            stats[f"level{level}/nmi"] = nmi(assign, self.true_labels)
-            stats[f"level{level}/purity"] = purity(assign, self.true_labels)
+            seen = assign >= 0
+            stats[f"level{level}/nmi"] = nmi(assign[seen], self.true_labels[seen])
+            stats[f"level{level}/purity"] = purity(assign[seen], self.true_labels[seen])
             stats[f"level{level}/pair_precision"] = counts.precision
             stats[f"level{level}/pair_recall"] = counts.recall
         return stats
@@ -153,25 +152,34 @@ class FalseNegativeDetector:
         labels = self.labels.to(anchor_ids.device)
         return false_negative_mask(anchor_ids, candidate_ids, labels)
 
-    def state_dict(self) -> dict[str, Any]:
+    def table_state(self) -> dict[str, Any]:
+        """The label table and round position, without the (large) embedding bank."""
         return {
             "labels": self.labels,
             "confidence": self.confidence,
             "centroids": self.centroids,
-            "bank": self.bank,
-            "bank_filled": self.bank_filled,
             "last_round": self.last_round,
             "share": self.share,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["labels"].shape != self.labels.shape or state["bank"].shape != self.bank.shape:
+    def load_table(self, state: dict[str, Any]) -> None:
+        if state["labels"].shape != self.labels.shape:
             raise ValueError(
-                f"detector state has labels {tuple(state['labels'].shape)} / bank {tuple(state['bank'].shape)}, "
-                f"expected {tuple(self.labels.shape)} / {tuple(self.bank.shape)}: the data set or detection.num_clusters changed"
+                f"detector state has labels {tuple(state['labels'].shape)}, expected {tuple(self.labels.shape)}: "
+                "the data set or detection.num_clusters changed"
             )
-        for key in ("labels", "confidence", "bank", "bank_filled"):
-            getattr(self, key).copy_(state[key])
+        self.labels.copy_(state["labels"])
+        self.confidence.copy_(state["confidence"])
         self.centroids = list(state["centroids"])
         self.last_round = int(state["last_round"])
         self.share = float(state["share"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.table_state(), "bank": self.bank, "bank_filled": self.bank_filled}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_table(state)
+        if state["bank"].shape != self.bank.shape:
+            raise ValueError(f"detector bank has shape {tuple(state['bank'].shape)}, expected {tuple(self.bank.shape)}")
+        self.bank.copy_(state["bank"])
+        self.bank_filled.copy_(state["bank_filled"])

@@ -6,6 +6,8 @@ average pooled, no classifier).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torchvision
 from torch import nn
@@ -22,14 +24,14 @@ class SmallCNN(nn.Module):
 
     feat_dim = 256
 
-    def __init__(self, widths: tuple[int, int, int] = (64, 128, 256)):
+    def __init__(self, widths: tuple[int, int, int] = (64, 128, 256), norm: str = "batch"):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
         for out_ch in widths:
             layers += [
                 nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out_ch),
+                norm_layer(norm)(out_ch),
                 nn.ReLU(inplace=True),
             ]
             in_ch = out_ch
@@ -40,7 +42,20 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
-def build_backbone(name: str, cifar_stem: bool = True) -> tuple[nn.Module, int]:
+def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """``batch``: BatchNorm2d; ``group``: GroupNorm with 32 groups (or fewer for thin layers).
+
+    GroupNorm does not depend on the batch, so results do not change with the number
+    of processes a batch is split over (SyncBatchNorm needs CUDA).
+    """
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "group":
+        return lambda channels: nn.GroupNorm(min(32, channels // 4), channels)
+    raise ValueError(f"unknown norm {norm!r}; use batch or group")
+
+
+def build_backbone(name: str, cifar_stem: bool = True, norm: str = "batch") -> tuple[nn.Module, int]:
     """Return ``(backbone, feat_dim)`` for ``name`` in :data:`BACKBONES`.
 
     ``cifar_stem`` replaces a ResNet's 7x7/2 convolution and max-pool by a 3x3/1
@@ -48,10 +63,10 @@ def build_backbone(name: str, cifar_stem: bool = True) -> tuple[nn.Module, int]:
     download ever happens here.
     """
     if name == "small_cnn":
-        return SmallCNN(), SmallCNN.feat_dim
+        return SmallCNN(norm=norm), SmallCNN.feat_dim
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
-    resnet = getattr(torchvision.models, name)(weights=None)
+    resnet = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer(norm))
     if cifar_stem:
         resnet.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         resnet.maxpool = nn.Identity()

@@ -21,10 +21,10 @@ from ifnd.models.backbones import build_backbone
 class SimCLRModel(nn.Module):
     """Backbone + SimCLR projection head (Chen et al., 2020)."""
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, hidden_dim: int, proj_dim: int):
+    def __init__(self, backbone: nn.Module, feat_dim: int, hidden_dim: int, proj_dim: int, batch_norm: bool = True):
         super().__init__()
         self.backbone = backbone
-        self.head = SimCLRProjectionHead(feat_dim, hidden_dim, proj_dim)
+        self.head = SimCLRProjectionHead(feat_dim, hidden_dim, proj_dim, batch_norm=batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, S, S]`` -> normalised embeddings ``[B, proj_dim]``."""
@@ -39,10 +39,10 @@ class SimCLRModel(nn.Module):
 class MoCoModel(nn.Module):
     """Backbone + MoCo v2 MLP head, with a momentum (key) encoder (He et al., 2020; Chen et al., 2020)."""
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, hidden_dim: int, proj_dim: int):
+    def __init__(self, backbone: nn.Module, feat_dim: int, hidden_dim: int, proj_dim: int, batch_norm: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.head = MoCoProjectionHead(feat_dim, hidden_dim, proj_dim)
+        self.head = MoCoProjectionHead(feat_dim, hidden_dim, proj_dim, batch_norm=batch_norm)
         self.backbone_momentum = copy.deepcopy(self.backbone)
         self.head_momentum = copy.deepcopy(self.head)
         deactivate_requires_grad(self.backbone_momentum)
@@ -65,6 +65,7 @@ class MoCoModel(nn.Module):
 
 def build_model(cfg: Any) -> nn.Module:
     """The model named by ``cfg.method`` on the backbone named by ``cfg.model.backbone``."""
-    backbone, feat_dim = build_backbone(cfg.model.backbone, cfg.model.cifar_stem)
-    cls = SimCLRModel if cfg.method == "simclr" else MoCoModel
-    return cls(backbone, feat_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)
+    backbone, feat_dim = build_backbone(cfg.model.backbone, cfg.model.cifar_stem, cfg.model.norm)
+    if cfg.method == "simclr":  # SimCLR's head has BatchNorm unless the model is batch-independent
+        return SimCLRModel(backbone, feat_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.norm == "batch")
+    return MoCoModel(backbone, feat_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)

@@ -50,7 +50,7 @@ def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
     return Path(resume)
 
 
-ARCHITECTURE_KEYS = ("method", "model.backbone", "model.cifar_stem", "model.proj_hidden_dim", "model.proj_dim")
+ARCHITECTURE_KEYS = ("method", "model.backbone", "model.cifar_stem", "model.norm", "model.proj_hidden_dim", "model.proj_dim")
 
 
 def check_compatible(saved_config: dict[str, Any], current: Any) -> None:

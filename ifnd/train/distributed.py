@@ -60,6 +60,24 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(tdist_nn.all_gather(x.contiguous()))
 
 
+def mean(x: torch.Tensor) -> torch.Tensor:
+    """Average of a tensor over ranks (for logging a global loss), no gradient."""
+    if world_size() == 1:
+        return x.detach()
+    x = x.detach().clone()
+    tdist.all_reduce(x)
+    return x / world_size()
+
+
+def sum_ints(values: list[int]) -> list[int]:
+    """Element-wise sum of integer counters over ranks."""
+    if world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.long)
+    tdist.all_reduce(t)
+    return t.tolist()
+
+
 def local_rows(num_blocks: int, batch: int) -> torch.Tensor:
     """Rows of this rank in a layout of ``num_blocks`` gathered blocks of ``world * batch`` rows."""
     world, r = world_size(), rank()

@@ -20,7 +20,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ifnd.config import Config, save_config
+from ifnd.config import Config, ConfigError, save_config
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.sampler import ResumableSampler
 from ifnd.data.views import IndexedViews, build_view_transform
@@ -79,6 +79,9 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         if self.world > 1:
             if cfg.model.sync_bn:
+                if self.device.type != "cuda":
+                    raise ConfigError("model.sync_bn needs CUDA GPUs; on CPU use --set model.norm=group "
+                                      "(batch-independent) or turn model.sync_bn off")
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ddp_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ddp_ids)
@@ -199,13 +202,14 @@ class Trainer:
                 labels = self.true_labels.to(self.device)
                 counts += batch_pair_counts(out.fn_mask, out.anchor_ids, out.candidate_ids,
                                             labels[out.anchor_ids], labels[out.candidate_ids.clamp(min=0)])
-            loss_sum += out.loss.item()
+            loss_value = dist.mean(out.loss).item()  # the global batch's loss, the same on every rank
+            loss_sum += loss_value
             images += x1.shape[0] * self.world
             self.step += 1
             self.global_step += 1
             if self.global_step % cfg.train.log_every_steps == 0:
-                self.log_scalars({"loss": out.loss.item(), "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step")
-            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+                self.log_scalars({"loss": loss_value, "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step")
+            bar.set_postfix(loss=f"{loss_value:.3f}")
             if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0:
                 self.save()
         elapsed = time.perf_counter() - start
@@ -213,13 +217,14 @@ class Trainer:
         steps_done = max(1, self.sampler.steps_per_epoch - self.sampler.start_step)
         record = {"loss": loss_sum / steps_done, "lr": self.scheduler.get_last_lr()[0],
                   "images_per_s": images / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+        counts = PairCounts(*dist.sum_ints([counts.detected, counts.true_positive, counts.actual]))
         if detecting and counts.actual:
             record.update(fn_precision=counts.precision, fn_recall=counts.recall)
         return record
 
     def _step(self, x1, x2, ids):
         if self.queue is not None:
-            return moco_step(self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg)
+            return moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg)
         return simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg)
 
     def clustering_round(self) -> dict[str, float]:
@@ -229,9 +234,8 @@ class Trainer:
         if self.detector.mode == "ifnd" and self.cfg.detection.features == "pass":
             features = self._embed_training_set()
         stats = self.detector.run_round(self.epoch, features) if dist.is_main() else {}
-        if self.world > 1:
-            state = dist.broadcast_object(self.detector.state_dict() if dist.is_main() else None)
-            self.detector.load_state_dict(state)
+        if self.world > 1:  # every rank masks with rank 0's table
+            self.detector.load_table(dist.broadcast_object(self.detector.table_state() if dist.is_main() else None))
             stats = dist.broadcast_object(stats)
         stats["round_time_s"] = time.perf_counter() - start
         if dist.is_main():

@@ -8,14 +8,14 @@ diagnostics compare with the true classes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.masks import any_level
 from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
-from ifnd.models.contrastive import MoCoModel, SimCLRModel
+from ifnd.models.contrastive import MoCoModel
 from ifnd.models.queue import IdQueue
 from ifnd.train import distributed as dist
 
@@ -36,9 +36,13 @@ def level_averaged_loss(logits, positive, masks: torch.Tensor | None, exclude, m
     return torch.stack([masked_info_nce(logits, positive, m, exclude, mode) for m in masks]).mean()
 
 
-def simclr_step(model: SimCLRModel, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
-    """NT-Xent over the 2N (x world size) views; false negatives masked per level."""
-    z1, z2 = model(x1), model(x2)
+def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
+    """NT-Xent over the 2N (x world size) views; false negatives masked per level.
+
+    ``forward`` is the model (or its DDP wrapper); both views go through it as one
+    batch ``[2B, 3, S, S]`` (one forward per step, as DDP requires).
+    """
+    z1, z2 = forward(torch.cat([x1, x2])).chunk(2)
     all_z1, all_z2, all_ids = dist.gather_with_grad(z1), dist.gather_with_grad(z2), dist.gather(ids)
     logits, positive, exclude, ids2 = simclr_layout(all_z1, all_z2, all_ids, cfg.simclr.temperature)
     rows = dist.local_rows(2, z1.shape[0])  # this rank's anchors among the 2N x world rows
@@ -48,10 +52,15 @@ def simclr_step(model: SimCLRModel, x1, x2, ids, detector: FalseNegativeDetector
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, None if masks is None else any_level(masks))
 
 
-def moco_step(model: MoCoModel, queue: IdQueue, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
-    """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued."""
+def moco_step(model: MoCoModel, forward: Callable, queue: IdQueue, x1, x2, ids,
+              detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
+    """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
+
+    ``forward`` is ``model`` or its DDP wrapper (queries of both views in one batch);
+    the momentum encoder is used through ``model``.
+    """
     model.momentum_update(cfg.moco.momentum)
-    q1, q2 = model(x1), model(x2)
+    q1, q2 = forward(torch.cat([x1, x2])).chunk(2)
     k1, k2 = model.target(x1), model.target(x2)
     queue_keys, queue_ids = queue.contents()
     masks = detector.masks(ids, queue_ids)

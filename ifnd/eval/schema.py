@@ -1,0 +1,86 @@
+"""Config schema of the evaluation commands (``linear``, ``knn``, ``semisup``).
+
+:data:`EVAL_SCHEMA` reuses the pretraining :data:`ifnd.config.SCHEMA` entries that
+describe the data, the encoder and the run, and adds the ``linear.*`` and
+``semisup.*`` protocol keys. :func:`load_eval_config` layers, from lowest to highest
+priority: the schema defaults, the data/model/augment/knn settings saved in the
+checkpoint, an optional YAML file, and ``--set`` overrides; so ``--checkpoint`` alone
+evaluates on the data (and with the kNN monitor's k) the encoder was pretrained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+from ifnd.config import SCHEMA, Config, Option, load_config
+
+# Sections whose values are taken from the checkpoint's saved config.
+INHERITED_SECTIONS = ("data", "model", "augment", "knn")
+_SHARED_KEYS = ("device", "seed", "knn.k", "knn.temperature", "augment.normalize", "augment.min_scale", "augment.hflip_prob")
+
+EVAL_SCHEMA: dict[str, Option] = {
+    **{key: option for key, option in SCHEMA.items() if key in _SHARED_KEYS or key.split(".")[0] in ("data", "model")},
+    "output_dir": dataclasses.replace(
+        SCHEMA["output_dir"],
+        default="",
+        doc="Evaluation folder: metrics.json, config.yaml, TensorBoard events (empty = RUN/eval/<protocol> next to the checkpoint).",
+    ),
+    # --- linear probe (frozen backbone; MoCo protocol) ---------------------------
+    "linear.epochs": Option(100, "Epochs of linear classifier training."),
+    "linear.batch_size": Option(256, "Images (or cached feature vectors) per step."),
+    "linear.lr": Option(30.0, "Initial SGD learning rate, decayed to 0 with a cosine schedule."),
+    "linear.momentum": Option(0.9, "SGD momentum."),
+    "linear.weight_decay": Option(0.0, "Weight decay of the linear classifier."),
+    "linear.cache_features": Option(
+        True,
+        "Encode the centre-cropped images once and train on the cached features (fast); "
+        "false: encode randomly cropped and flipped images at every epoch.",
+    ),
+    # --- semi-supervised fine-tuning (whole network) ------------------------------
+    "semisup.epochs": Option(30, "Fine-tuning epochs."),
+    "semisup.batch_size": Option(256, "Labelled images per step."),
+    "semisup.lr_backbone": Option(0.01, "Initial SGD learning rate of the backbone (cosine decay to 0)."),
+    "semisup.lr_head": Option(0.1, "Initial SGD learning rate of the new linear head (cosine decay to 0)."),
+    "semisup.weight_decay": Option(0.0, "Weight decay of backbone and head."),
+    "semisup.fraction": Option(0.01, "Share of the training set that is labelled, the same count in every class."),
+    "semisup.split_file": Option(
+        "",
+        "Text file naming the labelled images, one per line (image path relative to data.root, or the bare file "
+        "name as in SimCLR's ImageNet 1%/10% lists; the dataset index for in-memory data). Empty: draw a "
+        "class-balanced subset of semisup.fraction with the seed.",
+    ),
+}
+
+
+def _nested_get(tree: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def checkpoint_schema(saved_config: dict[str, Any] | None) -> dict[str, Option]:
+    """:data:`EVAL_SCHEMA` whose :data:`INHERITED_SECTIONS` defaults are a checkpoint's saved values.
+
+    Keys the saved config lacks (older runs, plain state dicts: ``saved_config=None``)
+    keep the schema default.
+    """
+    schema = dict(EVAL_SCHEMA)
+    for key, option in EVAL_SCHEMA.items():
+        if saved_config is None or key.split(".")[0] not in INHERITED_SECTIONS:
+            continue
+        found, value = _nested_get(saved_config, key)
+        if found:
+            schema[key] = dataclasses.replace(option, default=value)
+    return schema
+
+
+def load_eval_config(
+    path: str | Path | None, overrides: Sequence[str] = (), saved_config: dict[str, Any] | None = None
+) -> Config:
+    """Resolve an evaluation config: defaults < checkpoint's :data:`INHERITED_SECTIONS` < YAML file < overrides."""
+    return load_config(path, overrides, schema=checkpoint_schema(saved_config))

@@ -1,0 +1,107 @@
+"""Bidirectional triplet ranking loss with the negatives chosen among candidates.
+
+Anchors are online embeddings; each anchor's positive is the online embedding of its
+pair; candidates are momentum embeddings (the batch, plus the memory when used) with
+their image ids. A candidate with the anchor's image id is a known positive and never
+a negative. FNE sampling and the VSE++ hardest negative share this path: only the
+:data:`NegativeSelector` differs.
+
+Shapes: ``B`` pairs, ``N`` candidates, ``E`` embedding width, ``K`` negatives.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ifnd.falseneg.bayes import FNESampler
+from ifnd.falseneg.memory import MomentumMemory
+from ifnd.falseneg.triplet import bidirectional_triplet_loss, hardest_negative_indices, triplet_from_indices
+
+NegativeSelector = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(sims [B, N], pos_sims [B], positive_mask [B, N]) -> negative columns [B, K]``."""
+
+
+class Candidates(NamedTuple):
+    """Momentum embeddings the negatives are chosen from."""
+
+    images: Tensor
+    """``[N, E]`` image embeddings."""
+    texts: Tensor
+    """``[N, E]`` caption embeddings."""
+    ids: Tensor
+    """``[N]`` long image ids."""
+
+
+class TripletOutput(NamedTuple):
+    """Loss and the image ids of the chosen negatives."""
+
+    loss: Tensor
+    """0-d, both directions summed and divided by ``B``."""
+    i2t_negative_ids: Tensor
+    """``[B, K]`` image ids of the captions chosen as negatives of each image."""
+    t2i_negative_ids: Tensor
+    """``[B, K]`` ids of the images chosen as negatives of each caption."""
+
+
+def gather_candidates(images: Tensor, texts: Tensor, ids: Tensor, memory: MomentumMemory | None = None) -> Candidates:
+    """The batch's momentum embeddings ``[B, E]`` (ids ``[B]``), followed by the memory's filled slots."""
+    if memory is None:
+        return Candidates(images, texts, ids)
+    mem_images, mem_texts, mem_ids = memory.contents()
+    return Candidates(torch.cat([images, mem_images.to(images)]), torch.cat([texts, mem_texts.to(texts)]),
+                      torch.cat([ids, mem_ids]))
+
+
+def hardest_selector(num_samples: int = 1) -> NegativeSelector:
+    """VSE++: the ``num_samples`` most similar non-positive candidates."""
+    return lambda sims, pos_sims, mask: hardest_negative_indices(sims, mask, k=num_samples)
+
+
+def fne_selector(sampler: FNESampler, num_samples: int = 1, generator: torch.Generator | None = None) -> NegativeSelector:
+    """Bayesian false-negative-aware draws (hardest while ``sampler`` is in warm-up)."""
+    return lambda sims, pos_sims, mask: sampler(sims, pos_sims, mask, num_samples, generator).indices
+
+
+def directional_triplet(
+    anchors: Tensor, positives: Tensor, candidates: Tensor, anchor_ids: Tensor, candidate_ids: Tensor,
+    select: NegativeSelector, margin: float,
+) -> tuple[Tensor, Tensor]:
+    """Triplet loss of one direction.
+
+    Args:
+        anchors: ``[B, E]`` online anchor embeddings.
+        positives: ``[B, E]`` online embeddings of each anchor's pair.
+        candidates: ``[N, E]`` momentum embeddings of the other modality.
+        anchor_ids: ``[B]`` image ids of the anchors.
+        candidate_ids: ``[N]`` image ids of the candidates.
+        select: chooses the negative columns.
+        margin: ranking margin.
+
+    Returns:
+        ``(loss [B], negative columns [B, K])``.
+    """
+    sims = anchors @ candidates.T
+    pos_sims = (anchors * positives).sum(dim=1)
+    negatives = select(sims, pos_sims, anchor_ids.unsqueeze(1) == candidate_ids.unsqueeze(0))
+    return triplet_from_indices(sims, pos_sims, negatives, margin), negatives
+
+
+def itm_triplet_loss(
+    images: Tensor, texts: Tensor, candidates: Candidates, ids: Tensor, select: NegativeSelector, margin: float = 0.2
+) -> TripletOutput:
+    """Image-to-text and text-to-image triplet losses over ``candidates``.
+
+    Args:
+        images: ``[B, E]`` online image embeddings.
+        texts: ``[B, E]`` online caption embeddings, row ``i`` paired with image ``i``.
+        candidates: momentum embeddings with image ids.
+        ids: ``[B]`` image ids of the pairs.
+        select: chooses the negatives (the same selector in both directions).
+        margin: ranking margin.
+    """
+    i2t, i2t_cols = directional_triplet(images, texts, candidates.texts, ids, candidates.ids, select, margin)
+    t2i, t2i_cols = directional_triplet(texts, images, candidates.images, ids, candidates.ids, select, margin)
+    return TripletOutput(bidirectional_triplet_loss(i2t, t2i), candidates.ids[i2t_cols], candidates.ids[t2i_cols])

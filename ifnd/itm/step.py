@@ -1,0 +1,100 @@
+"""One image-text matching step: momentum update, embeddings, FNE statistics, loss, memory.
+
+:class:`NegativeMining` holds everything about negatives (which selector, the FNE
+sampler with its statistics and warm-up, the memory, the draw generator), so the
+training loop and the step benchmark run exactly the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ifnd.config import ConfigError
+from ifnd.falseneg.bayes import FNESampler, SimilarityStats
+from ifnd.falseneg.memory import MomentumMemory
+from ifnd.itm.model import ITMModel
+from ifnd.itm.objective import NegativeSelector, TripletOutput, fne_selector, gather_candidates, hardest_selector, itm_triplet_loss
+
+
+class NegativeMining(nn.Module):
+    """Negative choice of ``cfg.negatives``; its state (statistics, epoch, memory) is in buffers.
+
+    Args:
+        kind: ``"fne"`` or ``"hardest"``.
+        sampler: the FNE sampler (statistics and warm-up); unused by ``hardest``.
+        memory: the momentum memory, or None to use the batch only.
+        num_samples: negatives per anchor and direction.
+        margin: triplet margin.
+        momentum: EMA momentum of the momentum encoders.
+        seed: seed of the draw generator (reseeded per epoch by :meth:`start_epoch`).
+    """
+
+    def __init__(self, kind: str, sampler: FNESampler, memory: MomentumMemory | None,
+                 num_samples: int = 1, margin: float = 0.2, momentum: float = 0.995, seed: int = 0):
+        super().__init__()
+        if kind not in ("fne", "hardest"):
+            raise ValueError(f"kind must be 'fne' or 'hardest', got {kind!r}")
+        self.kind = kind
+        self.sampler = sampler
+        self.memory = memory
+        self.num_samples = num_samples
+        self.margin = margin
+        self.momentum = momentum
+        self.seed = seed
+        self.generator = torch.Generator()
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "NegativeMining":
+        neg = cfg.negatives
+        if neg.use_memory and neg.memory_size < cfg.train.batch_size:
+            raise ConfigError(f"negatives.memory_size={neg.memory_size} must be >= train.batch_size={cfg.train.batch_size}")
+        sampler = FNESampler(
+            SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
+            fn_threshold=neg.fn_threshold, cut_down=neg.cut_down, cut_margin=neg.cut_margin,
+            warmup_epochs=neg.warmup_epochs,
+        )
+        memory = MomentumMemory(neg.memory_size, cfg.model.embed_dim) if neg.use_memory else None
+        return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum, cfg.seed)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set the sampler's epoch, reset its statistics, reseed the draws from ``(seed, epoch)``."""
+        self.sampler.start_epoch(epoch)
+        self.generator = torch.Generator(device=self.sampler.epoch.device).manual_seed(self.seed * 100_003 + epoch)
+
+    @property
+    def candidate_memory(self) -> MomentumMemory | None:
+        """The memory when it supplies candidates now (not during FNE's warm-up)."""
+        if self.kind == "fne" and self.sampler.in_warmup:
+            return None
+        return self.memory
+
+    def selector(self) -> NegativeSelector:
+        if self.kind == "hardest":
+            return hardest_selector(self.num_samples)
+        return fne_selector(self.sampler, self.num_samples, self.generator)
+
+
+def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Tensor, lengths: Tensor,
+             ids: Tensor) -> TripletOutput:
+    """Loss of one batch of ``B`` pairs; afterwards the batch's momentum embeddings are in the memory.
+
+    Args:
+        model: online and momentum encoders (the momentum ones are updated first).
+        mining: negative choice, statistics and memory.
+        images: ``[B, 3, S, S]`` images or ``[B, (R,) D]`` features.
+        tokens: ``[B, L]`` caption token ids; lengths: ``[B]``.
+        ids: ``[B]`` image ids.
+    """
+    model.momentum_update(mining.momentum)
+    image_emb, text_emb = model(images, tokens, lengths)
+    image_mom, text_mom = model.momentum_forward(images, tokens, lengths)
+    if mining.kind == "fne":
+        mining.sampler.update_stats(image_emb.detach() @ text_emb.detach().T)
+    candidates = gather_candidates(image_mom, text_mom, ids, mining.candidate_memory)
+    out = itm_triplet_loss(image_emb, text_emb, candidates, ids, mining.selector(), mining.margin)
+    if mining.memory is not None:
+        mining.memory.enqueue(image_mom, text_mom, ids)
+    return out

@@ -1,0 +1,236 @@
+"""Image-text matching training loop (``itm-train``).
+
+Read top to bottom: :class:`ITMTrainer` loads the training (and validation) split,
+builds or restores the vocabulary, model, negative mining and optimizer, then
+:meth:`ITMTrainer.fit` loops over epochs: :meth:`~ITMTrainer.train_one_epoch`
+(one :func:`~ifnd.itm.step.itm_step` per batch), validation R@K, an atomic checkpoint
+(``last.pt``, and ``best.pt`` on a better validation RSUM) and ``metrics.json``.
+Runs resume at epoch boundaries (``--resume auto``); the caption order and the
+negative draws of an epoch depend only on ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ifnd.config import Config, ConfigError, save_config
+from ifnd.itm.data import PairDataset, collate_pairs, feature_shape, image_transform, load_split, load_train_split
+from ifnd.itm.evaluate import evaluate_split
+from ifnd.itm.model import Architecture, build_itm_model, load_backbone_weights, read_pretrained_backbone
+from ifnd.itm.step import NegativeMining, itm_step
+from ifnd.itm.text import Vocabulary
+from ifnd.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from ifnd.train.pretrain import TrainingDiverged, pick_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+# Keys a resumed run must share with the checkpoint (weights, memory and vocabulary depend on them).
+RESUME_KEYS = (
+    "data.name", "data.train_splits", "data.max_train_images", "text.min_count", "text.word_dim", "text.hidden_dim",
+    "text.num_layers", "text.pooling", "model.embed_dim", "model.backbone", "model.cifar_stem",
+    "model.image_checkpoint", "model.feature_hidden_dim", "negatives.sampler", "negatives.use_memory",
+    "negatives.memory_size",
+)
+
+
+def lr_at_epoch(epoch: int, base_lr: float, decay: float, milestones: list[int]) -> float:
+    """``base_lr`` times ``decay`` for every milestone epoch ``<= epoch``."""
+    return base_lr * decay ** sum(epoch >= m for m in milestones)
+
+
+def check_resumable(saved: dict[str, Any], cfg: Config) -> None:
+    """Refuse a checkpoint whose :data:`RESUME_KEYS` differ from the current config."""
+    saved_cfg = Config(saved)
+    for key in RESUME_KEYS:
+        if saved_cfg.get(key) != cfg.get(key):
+            raise CheckpointError(
+                f"checkpoint was written with {key}={saved_cfg.get(key)!r} but the config says {cfg.get(key)!r}; "
+                f"use a matching config or a fresh output_dir"
+            )
+
+
+class ITMTrainer:
+    """All state of one image-text matching run; :meth:`fit` is the loop."""
+
+    def __init__(self, cfg: Config, resume: str | None = None):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.run_dir = Path(cfg.output_dir)
+        seed_everything(cfg.seed)
+        self.train_split = load_train_split(cfg)
+        self.val_split = load_split(cfg, cfg.data.val_split) if cfg.data.val_split else None
+
+        checkpoint = resolve_resume(resume, self.run_dir)
+        state = load_checkpoint(checkpoint) if checkpoint is not None else None
+        pretrained = None
+        if state is not None:
+            check_resumable(state["config"], cfg)
+            self.vocab = Vocabulary.from_list(state["vocab"])
+            self.arch = Architecture.from_dict(state["architecture"])
+        else:
+            self.vocab = Vocabulary.build(self.train_split.captions, cfg.text.min_count)
+            self.arch, pretrained = self._architecture()
+        self.model = build_itm_model(cfg, self.arch)
+        if pretrained is not None:
+            load_backbone_weights(self.model, pretrained)
+        self.model.to(self.device)
+        self.mining = NegativeMining.from_config(cfg).to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.pairs = PairDataset(self.train_split, image_transform(cfg, train=True), self.vocab)
+        self.steps_per_epoch = len(self.pairs) // cfg.train.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the {len(self.pairs)} training pairs")
+
+        self.epoch, self.global_step, self.train_time = 0, 0, 0.0
+        self.best_rsum = -math.inf
+        self.history: list[dict[str, Any]] = []
+        if state is not None:
+            self._restore(state)
+            log.info("resumed from %s at epoch %d", checkpoint, self.epoch)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _architecture(self) -> tuple[Architecture, dict[str, torch.Tensor] | None]:
+        """The image side's architecture, and pretrained backbone weights when configured."""
+        cfg = self.cfg
+        if cfg.data.name == "features":
+            return Architecture(len(self.vocab), feature_dim=feature_shape(self.train_split)[-1]), None
+        if cfg.model.image_checkpoint:
+            backbone, cifar_stem, weights = read_pretrained_backbone(cfg.model.image_checkpoint)
+            log.info("image backbone %s (cifar_stem=%s) from %s", backbone, cifar_stem, cfg.model.image_checkpoint)
+            return Architecture(len(self.vocab), backbone, cifar_stem), weights
+        return Architecture(len(self.vocab), cfg.model.backbone, cfg.model.cifar_stem), None
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "mining": self.mining.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_rsum": self.best_rsum,
+            "history": self.history,
+            "train_time": self.train_time,
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+            "vocab": self.vocab.to_list(),
+            "architecture": self.arch.to_dict(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.mining.load_state_dict(state["mining"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best_rsum, self.history, self.train_time = state["best_rsum"], state["history"], state["train_time"]
+        set_rng_state(state["rng"])
+
+    def save(self, name: str) -> None:
+        save_checkpoint(self._state(), self.run_dir / "checkpoints" / name)
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns what ``metrics.json`` holds."""
+        try:
+            while self.epoch < self.cfg.train.epochs:
+                record: dict[str, Any] = {"epoch": self.epoch, **self.train_one_epoch()}
+                if self.val_split is not None:
+                    val = evaluate_split(self.model, self.val_split, self.vocab, self.cfg, self.device)
+                    record.update({f"val/{k}": v for k, v in val.items() if k != "folds"})
+                self.epoch += 1
+                self.history.append(record)
+                self.log_scalars(record, self.epoch, "epoch")
+                self.save("last.pt")
+                if record.get("val/rsum", -math.inf) > self.best_rsum:
+                    self.best_rsum = record["val/rsum"]
+                    self.save("best.pt")
+                self.write_metrics()
+        finally:
+            self.writer.close()
+        return self.write_metrics()
+
+    def _loader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.pairs), generator=generator)[: self.steps_per_epoch * self.cfg.train.batch_size]
+        return DataLoader(self.pairs, batch_size=self.cfg.train.batch_size, sampler=order.tolist(),
+                          num_workers=self.cfg.data.num_workers, collate_fn=collate_pairs,
+                          pin_memory=self.device.type == "cuda", drop_last=True)
+
+    def train_one_epoch(self) -> dict[str, float]:
+        cfg = self.cfg
+        lr = lr_at_epoch(self.epoch, cfg.train.lr, cfg.train.lr_decay, cfg.train.lr_decay_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.mining.start_epoch(self.epoch)
+        labels = None if self.train_split.labels is None else torch.from_numpy(self.train_split.labels).to(self.device)
+        self.model.train()
+        loss_sum, same_class, drawn, start = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(self._loader(), desc=f"epoch {self.epoch}", total=self.steps_per_epoch, leave=False)
+        for images, tokens, lengths, ids in bar:
+            images, tokens, ids = (t.to(self.device, non_blocking=True) for t in (images, tokens, ids))
+            out = itm_step(self.model, self.mining, images, tokens, lengths, ids)
+            if not torch.isfinite(out.loss):
+                raise TrainingDiverged(f"loss is {out.loss.item()} at epoch {self.epoch}; lower train.lr, then --resume auto")
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            self.optimizer.step()
+            if labels is not None:
+                negatives = torch.cat([out.i2t_negative_ids, out.t2i_negative_ids], dim=1)
+                same_class += int((labels[negatives] == labels[ids].unsqueeze(1)).sum())
+                drawn += negatives.numel()
+            loss = out.loss.item()
+            loss_sum += loss
+            self.global_step += 1
+            if self.global_step % cfg.train.log_every_steps == 0:
+                self.log_scalars({"loss": loss}, self.global_step, "step")
+            bar.set_postfix(loss=f"{loss:.3f}")
+        elapsed = time.perf_counter() - start
+        self.train_time += elapsed
+        stats = self.mining.sampler.stats
+        record = {"loss": loss_sum / self.steps_per_epoch, "lr": lr, "epoch_time_s": elapsed,
+                  "pairs_per_s": self.steps_per_epoch * cfg.train.batch_size / max(elapsed, 1e-9)}
+        if self.mining.kind == "fne":
+            record.update(fne_pos_mean=stats.pos_mean, fne_neg_mean=stats.neg_mean, fne_reliable_pairs=int(stats.count[0]))
+        if drawn:
+            record["same_class_negatives_pct"] = 100.0 * same_class / drawn
+        return record
+
+    # ---------------------------------------------------------------- logging
+    def log_scalars(self, values: dict[str, Any], step: int, prefix: str) -> None:
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def write_metrics(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        metrics = {
+            "sampler": self.cfg.negatives.sampler,
+            "use_memory": self.cfg.negatives.use_memory,
+            "epochs_done": self.epoch,
+            "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
+            "best_val_rsum": self.best_rsum if math.isfinite(self.best_rsum) else None,
+            "train_time_s": self.train_time,
+            "history": self.history,
+        }
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+
+def itm_train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
+    """Train as configured; returns the metrics written to ``metrics.json``."""
+    return ITMTrainer(cfg, resume).fit()

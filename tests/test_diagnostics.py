@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ifnd.falseneg.diagnostics import (
+    PairCounts,
+    batch_pair_counts,
+    nmi,
+    purity,
+    table_pair_counts,
+)
+
+
+def test_pair_counts_add_and_ratios() -> None:
+    total = PairCounts(detected=3, true_positive=1, actual=2) + PairCounts(1, 1, 2)
+    assert total == PairCounts(4, 2, 4)
+    assert total.precision == 0.5
+    assert total.recall == 0.5
+
+
+def test_empty_pair_counts_have_zero_ratios() -> None:
+    assert PairCounts(0, 0, 0).precision == 0.0
+    assert PairCounts(0, 0, 0).recall == 0.0
+
+
+def test_batch_pair_counts_skip_self_pairs_and_empty_slots() -> None:
+    anchor_ids = torch.tensor([0, 1])
+    candidate_ids = torch.tensor([1, 0, -1, 5])
+    anchor_classes = torch.tensor([7, 8])
+    candidate_classes = torch.tensor([8, 7, 7, 7])
+    fn_mask = torch.tensor([
+        [True, True, True, True],  # self pair (id 0) and empty slot are not counted
+        [False, False, True, True],
+    ])
+    counts = batch_pair_counts(
+        fn_mask, anchor_ids, candidate_ids, anchor_classes, candidate_classes
+    )
+    # Counted pairs: (0,1) (0,5) (1,0) (1,5); only (0,5) shares a class (7).
+    assert counts == PairCounts(detected=3, true_positive=1, actual=1)
+
+
+def test_table_pair_counts_by_hand() -> None:
+    pseudo_labels = np.array([0, 0, 0, 1, 1, -1, -1])
+    classes = np.array([5, 5, 6, 6, 6, 5, 9])
+    counts = table_pair_counts(pseudo_labels, classes)
+    # detected: groups of 3 and 2 -> 3*2 + 2*1; true positives: (0, class 5) = {0, 1} and
+    # (1, class 6) = {3, 4} -> 2 + 2; actual: classes {0, 1, 5}, {2, 3, 4}, {6} -> 6 + 6.
+    assert counts == PairCounts(detected=8, true_positive=4, actual=12)
+
+
+def test_table_pair_counts_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    pseudo_labels = torch.from_numpy(rng.integers(-1, 4, size=40))
+    classes = torch.from_numpy(rng.integers(0, 3, size=40) * 10)
+    p, c = pseudo_labels[:, None], classes[:, None]
+    other = ~torch.eye(40, dtype=torch.bool)
+    detected = (p == p.T) & (p >= 0) & other
+    same_class = (c == c.T) & other
+    true_positive = detected & same_class
+    expected = PairCounts(int(detected.sum()), int(true_positive.sum()), int(same_class.sum()))
+    assert table_pair_counts(pseudo_labels, classes) == expected
+
+
+def test_nmi_ignores_label_names() -> None:
+    assert nmi(np.array([1, 1, 0, 0, 2]), np.array([5, 5, 3, 3, 4])) == pytest.approx(1.0)
+    assert nmi(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])) == pytest.approx(0.0)
+
+
+def test_purity_counts_majority_class_per_cluster() -> None:
+    # Cluster 0 holds classes [1, 1, 2] (majority 2), cluster 1 holds [2, 2] (majority 2).
+    assert purity(np.array([0, 0, 0, 1, 1]), np.array([1, 1, 2, 2, 2])) == pytest.approx(0.8)

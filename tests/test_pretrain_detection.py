@@ -1,0 +1,58 @@
+"""Pretraining with IFND / oracle detection on tiny data."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifnd.train.checkpoint import load_checkpoint
+from ifnd.train.pretrain import Interrupted, Trainer
+
+DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "cluster_every": 1,
+             "accept_start": 0.5, "accept_end": 1.0}
+
+
+@pytest.mark.parametrize("method,features,loss", [
+    ("simclr", "bank", "elimination"),
+    ("moco", "pass", "attraction"),
+    ("moco", "bank", "elimination"),
+])
+def test_ifnd_run_detects_and_logs(tiny_cfg, method, features, loss):
+    cfg = tiny_cfg(method=method, detection={**DETECTION, "features": features, "loss": loss},
+                   train={"epochs": 3})
+    metrics = Trainer(cfg).fit()
+    saved = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
+    assert saved["accepted_share"] == pytest.approx(1.0)  # last round sits at the last epoch
+    assert 0 <= saved["fn_precision"] <= 1 and 0 < saved["fn_recall"] <= 1
+    rounds = [h for h in metrics["history"] if "round/accepted_share" in h]
+    assert [h["epoch"] for h in rounds] == [1, 2]
+    assert rounds[0]["round/accepted_share"] == pytest.approx(0.5)
+    assert "round/level1/nmi" in rounds[0]
+    assert "fn_precision" not in metrics["history"][0]  # warm-up epoch: no detection
+
+
+def test_oracle_detection_is_exact(tiny_cfg):
+    cfg = tiny_cfg(method="moco", detection={**DETECTION, "mode": "oracle", "accept_start": 1.0})
+    metrics = Trainer(cfg).fit()
+    assert metrics["fn_precision"] == pytest.approx(1.0)
+    assert metrics["fn_recall"] == pytest.approx(1.0)
+
+
+def test_resume_between_rounds_keeps_labels_and_matches(tiny_cfg, tmp_path):
+    detection = {**DETECTION, "cluster_every": 2, "warmup_epochs": 1}
+    ref = tiny_cfg(method="moco", detection=detection, train={"epochs": 3}, output_dir=str(tmp_path / "ref"))
+    Trainer(ref).fit()
+    cfg = tiny_cfg(method="moco", detection=detection, train={"epochs": 3}, output_dir=str(tmp_path / "cut"))
+    with pytest.raises(Interrupted):
+        Trainer(cfg, stop_at=(2, 1)).fit()  # round at epoch 1; epoch 2 has none
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert cut["detector"]["last_round"] == 1 and (cut["detector"]["labels"] >= 0).any()
+    trainer = Trainer(cfg, resume="auto")
+    assert not trainer.detector.wants_round(2)
+    trainer.fit()
+    a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-6), key
