@@ -3,6 +3,10 @@
 Commands:
     pretrain   contrastive pretraining (SimCLR / MoCo v2) with false-negative detection
     config     print every config key with its default and documentation
+    linear     linear probe on a frozen pretrained backbone
+    knn        weighted kNN on frozen features
+    semisup    fine-tune on a 1% / 10% class-balanced labelled subset
+    report     markdown table and training-curve plots of several runs
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from typing import Any, Sequence
 
 from ifnd.config import ConfigError, defaults_yaml, load_config
+from ifnd.eval import commands as eval_commands
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--defaults", action="store_true", help="every key with its default and documentation")
     p.set_defaults(func=cmd_config)
+    eval_commands.add_subcommands(sub)
     return parser
 
 

@@ -92,6 +92,15 @@ SCHEMA: dict[str, Option] = {
     "knn.k": Option(200, "Neighbours of the weighted kNN monitor."),
     "knn.temperature": Option(0.1, "Temperature of the kNN vote weights exp(sim / T)."),
     "knn.baselines": Option(False, "At the end, also print kNN on raw pixels and on a randomly initialised encoder."),
+    # --- FNE negatives in MoCo pretraining (ifnd/falseneg/bayes.py) ------------
+    "negatives.sampler": Option("none", "MoCo only: re-weight (or sample) queue negatives by their Bayesian true-negative weight.", ("none", "fne")),
+    "negatives.num_samples": Option(0, "0: weight every queue negative in the InfoNCE denominator; N > 0: draw N negatives per anchor instead."),
+    "negatives.warmup_epochs": Option(1, "Epochs of plain InfoNCE before the sampler is used (its statistics still accumulate)."),
+    "negatives.tau": Option(0.5, "Width of the closeness kernel exp(-(s - s_pos)^2 / (2 tau))."),
+    "negatives.prior": Option(1e-4, "Prior probability that a negative is false."),
+    "negatives.cut_down": Option(False, "Zero the weight of easy negatives (s <= positive mean - cut_margin)."),
+    "negatives.cut_margin": Option(0.2, "Margin of the cut-down below the running positive mean."),
+    "negatives.min_positives": Option(200, "Positive pairs seen in an epoch before the statistics are used."),
     # --- false-negative detection (IFND) ---------------------------------------
     "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; oracle: true labels.", ("none", "ifnd", "oracle")),
     "detection.loss": Option("elimination", "Detected false negatives leave the denominator, or become positives.", ("elimination", "attraction")),

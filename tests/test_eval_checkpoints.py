@@ -46,6 +46,16 @@ def test_ifnd_checkpoint_loads_the_online_backbone(ifnd_checkpoint):
     assert torch.allclose(encoder(x), model.backbone(x))
 
 
+def test_groupnorm_checkpoint_needs_the_matching_norm(tmp_path):
+    cfg = resolve({"model": {"norm": "group", "proj_hidden_dim": 32, "proj_dim": 16}})
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict()}, tmp_path / "gn.pt")
+    weights = read_encoder_weights(tmp_path / "gn.pt")
+    assert load_eval_config(None, [], weights.saved_config).model.norm == "group"
+    assert build_encoder(weights, "small_cnn", True, "group")[1] == 256
+    with pytest.raises(EvalError, match="GroupNorm backbone: add --set model.norm=group"):
+        build_encoder(weights, "small_cnn", True, "batch")
+
+
 def test_torchvision_state_dict_loads_with_the_named_architecture(tmp_path):
     resnet = build_backbone("resnet18", cifar_stem=False)[0]
     state = {f"module.{k}": v for k, v in resnet.state_dict().items()}

@@ -56,3 +56,35 @@ def test_resume_between_rounds_keeps_labels_and_matches(tiny_cfg, tmp_path):
     assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])
     for key in a["model"]:
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize("num_samples", [0, 8])
+def test_moco_with_fne_negatives_trains_and_resumes_exactly(tiny_cfg, tmp_path, num_samples):
+    negatives = {"sampler": "fne", "num_samples": num_samples, "warmup_epochs": 1, "min_positives": 4}
+    ref = tiny_cfg(method="moco", negatives=negatives, output_dir=str(tmp_path / "ref"))
+    Trainer(ref).fit()
+    state = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
+    assert state["fne"]["stats.count"].sum() > 0  # statistics were fed
+    cfg = tiny_cfg(method="moco", negatives=negatives, output_dir=str(tmp_path / "cut"))
+    with pytest.raises(Interrupted):
+        Trainer(cfg, stop_at=(1, 2)).fit()
+    Trainer(cfg, resume="auto").fit()
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    for key in state["model"]:
+        assert torch.allclose(state["model"][key].float(), b["model"][key].float(), atol=1e-6), key
+
+
+def test_fne_weights_remove_known_positives_and_keep_scale():
+    from ifnd.falseneg.bayes import FNESampler
+    from ifnd.train.steps import fne_log_weights
+
+    sampler = FNESampler(warmup_epochs=0)
+    q = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    queue = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    queue_ids = torch.tensor([7, 1, 2, 3, 7, 5])
+    log_w = fne_log_weights(sampler, q, q, queue, queue_ids, torch.tensor([7, 8, 9]), 0, None)
+    assert log_w.shape == (3, 7) and (log_w[:, 0] == 0).all()
+    assert torch.isinf(log_w[0, [1, 5]]).all()  # anchor 7's own older keys are never negatives
+    kept = torch.isfinite(log_w[:, 1:])
+    mean_w = torch.where(kept, log_w[:, 1:].exp(), 0.0).sum(1) / kept.sum(1)
+    assert torch.allclose(mean_w, torch.ones(3))

@@ -67,8 +67,8 @@ def read_encoder_weights(path: str | Path) -> EncoderWeights:
 
 
 def feature_dim_of(state_dict: dict[str, torch.Tensor]) -> int | None:
-    """Channels of the last BatchNorm in ``state_dict``: the pooled feature size of every supported backbone."""
-    last = [value for key, value in state_dict.items() if key.endswith("running_mean")]
+    """Width of the last normalisation layer (last 1-D ``*.weight``): the pooled feature size of every supported backbone."""
+    last = [value for key, value in state_dict.items() if key.endswith("weight") and value.dim() == 1]
     return int(last[-1].numel()) if last else None
 
 
@@ -94,16 +94,22 @@ def _mismatch_hint(weights: dict[str, torch.Tensor], model: nn.Module, cifar_ste
     if stem is not None and (stem.shape[-1] == 3) != cifar_stem:
         problems.append(f"the weights have a {stem.shape[-1]}x{stem.shape[-1]} stem: "
                         f"add --set model.cifar_stem={str(not cifar_stem).lower()}")
+    has_stats = any(k.endswith("running_mean") for k in weights)
+    if has_stats != any(k.endswith("running_mean") for k in expected):
+        problems.append(f"the weights are from a {'BatchNorm' if has_stats else 'GroupNorm'} backbone: "
+                        f"add --set model.norm={'batch' if has_stats else 'group'}")
     return "; ".join(problems)
 
 
-def build_encoder(weights: EncoderWeights, backbone: str, cifar_stem: bool) -> tuple[nn.Module, int]:
-    """The ``backbone`` architecture with ``weights`` loaded: ``(module [B,3,S,S] -> [B,feat_dim], feat_dim)``.
+def build_encoder(weights: EncoderWeights, backbone: str, cifar_stem: bool, norm: str = "batch") -> tuple[nn.Module, int]:
+    """The ``backbone`` architecture (``model.*`` settings) with ``weights`` loaded.
+
+    Returns ``(module [B,3,S,S] -> [B,feat_dim], feat_dim)``.
 
     Raises:
         EvalError: the weights' feature size or layer shapes do not fit the architecture.
     """
-    model, feat_dim = build_backbone(backbone, cifar_stem)
+    model, feat_dim = build_backbone(backbone, cifar_stem, norm)
     saved_dim = feature_dim_of(weights.state_dict)
     if saved_dim is not None and saved_dim != feat_dim:
         fits = _backbones_with_dim(saved_dim)
@@ -116,7 +122,8 @@ def build_encoder(weights: EncoderWeights, backbone: str, cifar_stem: bool) -> t
         model.load_state_dict(weights.state_dict)
     except RuntimeError as err:
         raise EvalError(
-            f"the weights of {str(weights.path)!r} do not fit model.backbone={backbone} model.cifar_stem={cifar_stem}: "
+            f"the weights of {str(weights.path)!r} do not fit model.backbone={backbone} "
+            f"model.cifar_stem={cifar_stem} model.norm={norm}: "
             f"{_mismatch_hint(weights.state_dict, model, cifar_stem)}"
         ) from err
     return model, feat_dim

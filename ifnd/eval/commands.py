@@ -92,7 +92,7 @@ def run_evaluation(
         cfg = load_eval_config(args.config, [*all_overrides, f"output_dir={json.dumps(str(out))}"], weights.saved_config)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    encoder, feat_dim = build_encoder(weights, cfg.model.backbone, cfg.model.cifar_stem)
+    encoder, feat_dim = build_encoder(weights, cfg.model.backbone, cfg.model.cifar_stem, cfg.model.norm)
     train_src, test_src = build_sources(cfg)
     if test_src is None:
         raise EvalError(f"data.name={cfg.data.name} has no test split; set data.test_root to the test images")

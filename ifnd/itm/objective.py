@@ -1,8 +1,11 @@
 """Bidirectional triplet ranking loss with the negatives chosen among candidates.
 
-Anchors are online embeddings; each anchor's positive is the online embedding of its
-pair; candidates are momentum embeddings (the batch, plus the memory when used) with
-their image ids. A candidate with the anchor's image id is a known positive and never
+Anchors are online embeddings; candidates are momentum embeddings (the batch, plus
+the memory when used) with their image ids; an anchor's positive is the momentum
+embedding of its own pair, so positive and negative similarities are measured alike
+(online x momentum). Scoring the positive online x online lets the online encoders
+collapse away from the lagging momentum ones (loss near 0, retrieval near chance on the
+demo set). A candidate with the anchor's image id is a known positive and never
 a negative. FNE sampling and the VSE++ hardest negative share this path: only the
 :data:`NegativeSelector` differs.
 
@@ -47,7 +50,7 @@ class TripletOutput(NamedTuple):
 
 
 def gather_candidates(images: Tensor, texts: Tensor, ids: Tensor, memory: MomentumMemory | None = None) -> Candidates:
-    """The batch's momentum embeddings ``[B, E]`` (ids ``[B]``), followed by the memory's filled slots."""
+    """The batch's momentum embeddings ``[B, E]`` (ids ``[B]``) first, then the memory's filled slots."""
     if memory is None:
         return Candidates(images, texts, ids)
     mem_images, mem_texts, mem_ids = memory.contents()
@@ -65,16 +68,37 @@ def fne_selector(sampler: FNESampler, num_samples: int = 1, generator: torch.Gen
     return lambda sims, pos_sims, mask: sampler(sims, pos_sims, mask, num_samples, generator).indices
 
 
+def similarities(images: Tensor, texts: Tensor, candidates: Candidates) -> tuple[Tensor, Tensor]:
+    """Online anchors against momentum candidates.
+
+    Args:
+        images: ``[B, E]`` online image embeddings.
+        texts: ``[B, E]`` online caption embeddings, row ``i`` paired with image ``i``.
+        candidates: ``N >= B`` momentum embeddings whose first ``B`` rows are the batch's pairs, in order.
+
+    Returns:
+        ``(i2t [B, N], t2i [B, N])``: images x candidate captions, captions x candidate images.
+        Column ``i`` of row ``i`` is the anchor's positive.
+    """
+    return images @ candidates.texts.T, texts @ candidates.images.T
+
+
+def in_batch_similarity(i2t: Tensor, t2i: Tensor) -> Tensor:
+    """The ``[B, B]`` in-batch block shared by both directions: ``(i2t[:, :B] + t2i[:, :B].T) / 2``.
+
+    Row ``i`` is image ``i``, column ``j`` caption ``j``; the diagonal holds the pairs.
+    """
+    size = i2t.shape[0]
+    return (i2t[:, :size] + t2i[:, :size].T) / 2
+
+
 def directional_triplet(
-    anchors: Tensor, positives: Tensor, candidates: Tensor, anchor_ids: Tensor, candidate_ids: Tensor,
-    select: NegativeSelector, margin: float,
+    sims: Tensor, anchor_ids: Tensor, candidate_ids: Tensor, select: NegativeSelector, margin: float
 ) -> tuple[Tensor, Tensor]:
     """Triplet loss of one direction.
 
     Args:
-        anchors: ``[B, E]`` online anchor embeddings.
-        positives: ``[B, E]`` online embeddings of each anchor's pair.
-        candidates: ``[N, E]`` momentum embeddings of the other modality.
+        sims: ``[B, N]`` anchor-candidate similarities; ``sims[i, i]`` is anchor ``i``'s positive.
         anchor_ids: ``[B]`` image ids of the anchors.
         candidate_ids: ``[N]`` image ids of the candidates.
         select: chooses the negative columns.
@@ -83,25 +107,24 @@ def directional_triplet(
     Returns:
         ``(loss [B], negative columns [B, K])``.
     """
-    sims = anchors @ candidates.T
-    pos_sims = (anchors * positives).sum(dim=1)
+    pos_sims = sims.diagonal()
     negatives = select(sims, pos_sims, anchor_ids.unsqueeze(1) == candidate_ids.unsqueeze(0))
     return triplet_from_indices(sims, pos_sims, negatives, margin), negatives
 
 
 def itm_triplet_loss(
-    images: Tensor, texts: Tensor, candidates: Candidates, ids: Tensor, select: NegativeSelector, margin: float = 0.2
+    i2t: Tensor, t2i: Tensor, candidate_ids: Tensor, ids: Tensor, select: NegativeSelector, margin: float = 0.2
 ) -> TripletOutput:
-    """Image-to-text and text-to-image triplet losses over ``candidates``.
+    """Image-to-text plus text-to-image triplet loss, divided by ``B``.
 
     Args:
-        images: ``[B, E]`` online image embeddings.
-        texts: ``[B, E]`` online caption embeddings, row ``i`` paired with image ``i``.
-        candidates: momentum embeddings with image ids.
+        i2t: ``[B, N]`` online images x momentum candidate captions (see :func:`similarities`).
+        t2i: ``[B, N]`` online captions x momentum candidate images.
+        candidate_ids: ``[N]`` image ids of the candidates.
         ids: ``[B]`` image ids of the pairs.
         select: chooses the negatives (the same selector in both directions).
         margin: ranking margin.
     """
-    i2t, i2t_cols = directional_triplet(images, texts, candidates.texts, ids, candidates.ids, select, margin)
-    t2i, t2i_cols = directional_triplet(texts, images, candidates.images, ids, candidates.ids, select, margin)
-    return TripletOutput(bidirectional_triplet_loss(i2t, t2i), candidates.ids[i2t_cols], candidates.ids[t2i_cols])
+    i2t_loss, i2t_cols = directional_triplet(i2t, ids, candidate_ids, select, margin)
+    t2i_loss, t2i_cols = directional_triplet(t2i, ids, candidate_ids, select, margin)
+    return TripletOutput(bidirectional_triplet_loss(i2t_loss, t2i_loss), candidate_ids[i2t_cols], candidate_ids[t2i_cols])

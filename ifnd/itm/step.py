@@ -1,5 +1,8 @@
 """One image-text matching step: momentum update, embeddings, FNE statistics, loss, memory.
 
+The FNE statistics are fed the in-batch block of the scored similarities
+(:func:`~ifnd.itm.objective.in_batch_similarity`), before the negatives are chosen.
+
 :class:`NegativeMining` holds everything about negatives (which selector, the FNE
 sampler with its statistics and warm-up, the memory, the draw generator), so the
 training loop and the step benchmark run exactly the same code.
@@ -16,7 +19,10 @@ from ifnd.config import ConfigError
 from ifnd.falseneg.bayes import FNESampler, SimilarityStats
 from ifnd.falseneg.memory import MomentumMemory
 from ifnd.itm.model import ITMModel
-from ifnd.itm.objective import NegativeSelector, TripletOutput, fne_selector, gather_candidates, hardest_selector, itm_triplet_loss
+from ifnd.itm.objective import (
+    NegativeSelector, TripletOutput, fne_selector, gather_candidates, hardest_selector, in_batch_similarity, itm_triplet_loss,
+    similarities,
+)
 
 
 class NegativeMining(nn.Module):
@@ -91,10 +97,11 @@ def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Te
     model.momentum_update(mining.momentum)
     image_emb, text_emb = model(images, tokens, lengths)
     image_mom, text_mom = model.momentum_forward(images, tokens, lengths)
-    if mining.kind == "fne":
-        mining.sampler.update_stats(image_emb.detach() @ text_emb.detach().T)
     candidates = gather_candidates(image_mom, text_mom, ids, mining.candidate_memory)
-    out = itm_triplet_loss(image_emb, text_emb, candidates, ids, mining.selector(), mining.margin)
+    i2t, t2i = similarities(image_emb, text_emb, candidates)
+    if mining.kind == "fne":
+        mining.sampler.update_stats(in_batch_similarity(i2t, t2i))
+    out = itm_triplet_loss(i2t, t2i, candidates.ids, ids, mining.selector(), mining.margin)
     if mining.memory is not None:
         mining.memory.enqueue(image_mom, text_mom, ids)
     return out

@@ -32,7 +32,7 @@ from ifnd.models.queue import IdQueue
 from ifnd.train import distributed as dist
 from ifnd.train.checkpoint import check_compatible, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
 from ifnd.train.optim import build_optimizer, build_scheduler, scaled_lr
-from ifnd.train.steps import moco_step, simclr_step
+from ifnd.train.steps import build_fne_sampler, moco_step, simclr_step
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg, scaled_lr(cfg.train.lr, global_batch))
         self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs * steps, cfg.train.warmup_epochs * steps)
         self.detector = FalseNegativeDetector(cfg, len(train_src), cfg.model.proj_dim, self.true_labels)
+        self.fne = build_fne_sampler(cfg)
+        if self.fne is not None:
+            self.fne.to(self.device)
 
         self.epoch, self.step, self.global_step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
@@ -115,6 +118,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "detector": self.detector.state_dict(),
+            "fne": self.fne.state_dict() if self.fne is not None else None,
             "epoch": self.epoch,
             "step": self.step,
             "global_step": self.global_step,
@@ -138,6 +142,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.detector.load_state_dict(state["detector"])
+        if self.fne is not None:
+            self.fne.load_state_dict(state["fne"])
         self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
         self.history, self.train_time = state["history"], state["train_time"]
         set_rng_state(state["rng"])
@@ -174,6 +180,8 @@ class Trainer:
         cfg = self.cfg
         self.views.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch, self.step)
+        if self.fne is not None and self.step == 0:
+            self.fne.start_epoch(self.epoch)
         loader = train_loader(self.views, self.sampler, cfg.data.num_workers, self.device.type == "cuda")
         self.ddp.train()
         amp = cfg.train.amp and self.device.type == "cuda"
@@ -224,7 +232,8 @@ class Trainer:
 
     def _step(self, x1, x2, ids):
         if self.queue is not None:
-            return moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg)
+            generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
+            return moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg, self.fne, generator)
         return simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg)
 
     def clustering_round(self) -> dict[str, float]:

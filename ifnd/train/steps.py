@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import torch
 
+from ifnd.config import ConfigError
+from ifnd.falseneg.bayes import FNESampler, SimilarityStats, sampling_weights
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.masks import any_level
 from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
@@ -53,11 +55,14 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
 
 
 def moco_step(model: MoCoModel, forward: Callable, queue: IdQueue, x1, x2, ids,
-              detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
+              detector: FalseNegativeDetector, cfg: Any, sampler: FNESampler | None = None,
+              generator: torch.Generator | None = None) -> StepOutput:
     """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
 
     ``forward`` is ``model`` or its DDP wrapper (queries of both views in one batch);
-    the momentum encoder is used through ``model``.
+    the momentum encoder is used through ``model``. With an FNE ``sampler`` past its
+    warm-up, queue negatives are re-weighted or sampled (:func:`fne_log_weights`);
+    its statistics are fed with the in-batch query-key similarities every step.
     """
     model.momentum_update(cfg.moco.momentum)
     q1, q2 = forward(torch.cat([x1, x2])).chunk(2)
@@ -66,10 +71,55 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdQueue, x1, x2, ids,
     masks = detector.masks(ids, queue_ids)
     if masks is not None:  # column 0 (the own key) is the positive, never a false negative
         masks = torch.cat([torch.zeros_like(masks[:, :, :1]), masks], dim=2)
+    if sampler is not None:
+        sampler.update_stats((q1 @ k2.T).detach())
+    use_fne = sampler is not None and not sampler.in_warmup and len(queue_ids) > 0
     losses = []
     for q, k in ((q1, k2), (q2, k1)):
         logits, positive = moco_layout(q, k, queue_keys, cfg.moco.temperature)
+        if use_fne:
+            logits = logits + fne_log_weights(sampler, q.detach(), k, queue_keys, queue_ids, ids,
+                                              cfg.negatives.num_samples, generator)
         losses.append(level_averaged_loss(logits, positive, masks, None, cfg.detection.loss))
     queue.enqueue(dist.gather(k1), dist.gather(ids))
     candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
     return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, None if masks is None else any_level(masks))
+
+
+@torch.no_grad()
+def fne_log_weights(sampler: FNESampler, q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor,
+                    queue_ids: torch.Tensor, ids: torch.Tensor, num_samples: int,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """Log-weights ``[B, 1+K]`` to add to MoCo's logits (column 0, the positive, gets 0).
+
+    ``num_samples == 0``: every queue negative is weighted by the sampler's true-negative
+    weight, normalised to mean 1 over the candidates it keeps, so that
+    ``sum_j w_j exp(s_j / T)`` replaces the plain denominator; ``num_samples > 0``: only
+    the drawn negatives stay, each with its draw count. A zero weight removes a
+    candidate; a row with no weight left keeps plain InfoNCE.
+    """
+    sims = q @ queue_keys.T                                # [B, K]
+    positive = queue_ids[None, :] == ids[:, None]          # the anchor's own older keys
+    pos_sims = (q * k).sum(1)
+    if num_samples > 0:
+        drawn = sampler(sims, pos_sims, positive, num_samples, generator).indices
+        weights = torch.zeros_like(sims).scatter_add_(1, drawn, torch.ones_like(drawn, dtype=sims.dtype))
+    else:
+        weights, _ = sampling_weights(sims, pos_sims, positive, sampler.stats, tau=sampler.tau, prior=sampler.prior,
+                                      fn_threshold=sampler.fn_threshold, cut_down=sampler.cut_down,
+                                      cut_margin=sampler.cut_margin)
+        kept = (weights > 0).sum(1, keepdim=True)
+        weights = weights * kept / weights.sum(1, keepdim=True).clamp(min=1e-12)
+    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
+    return torch.cat([torch.zeros_like(pos_sims)[:, None], weights.log()], dim=1)
+
+
+def build_fne_sampler(cfg: Any) -> FNESampler | None:
+    """The FNE sampler configured by ``cfg.negatives`` (MoCo only), or None."""
+    neg = cfg.negatives
+    if neg.sampler == "none":
+        return None
+    if cfg.method != "moco":
+        raise ConfigError("negatives.sampler=fne re-weights the MoCo queue: use method=moco")
+    return FNESampler(SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
+                      cut_down=neg.cut_down, cut_margin=neg.cut_margin, warmup_epochs=neg.warmup_epochs)

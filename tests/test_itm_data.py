@@ -1,0 +1,171 @@
+"""Image-caption layouts: built-in demo, Karpathy JSON, precomputed features; datasets and collation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ifnd.data.sources import DataError
+from ifnd.itm.data import (
+    CaptionDataset,
+    PairDataset,
+    collate_captions,
+    collate_pairs,
+    features_to_tensor,
+    find_annotations,
+    load_demo,
+    load_features,
+    load_karpathy,
+    load_split,
+)
+from ifnd.itm.demo_captions import DIGIT_NAMES, attribute_edges, caption_digits, digit_attributes
+from ifnd.itm.text import Vocabulary
+
+
+@pytest.fixture(scope="module")
+def demo_test():
+    return load_demo("test", 16)
+
+
+def test_demo_has_five_varied_captions_per_image_naming_the_digit(demo_test):
+    assert demo_test.num_images == 180 and len(demo_test.captions) == 900
+    assert np.bincount(demo_test.caption_image).tolist() == [5] * 180
+    for caption, image in zip(demo_test.captions, demo_test.caption_image):
+        label = int(demo_test.labels[image])
+        assert DIGIT_NAMES[label] in caption.split() or str(label) in caption.replace(",", "").split()
+    assert len(set(demo_test.captions[:5])) == 5  # distinct templates per image
+
+
+def test_demo_captions_repeat_across_images_which_makes_false_negatives(demo_test):
+    counts = Counter(demo_test.captions)
+    shared = [c for c, n in counts.items() if n > 1]
+    assert shared, "some captions must describe several images"
+    images_of = {c: {int(i) for c2, i in zip(demo_test.captions, demo_test.caption_image) if c2 == c} for c in shared[:5]}
+    assert all(len(ids) > 1 for ids in images_of.values())
+
+
+def test_demo_is_deterministic_and_splits_are_disjoint(demo_test):
+    again = load_demo("test", 16)
+    assert again.captions == demo_test.captions
+    val = load_demo("val", 16)
+    assert val.num_images == 180
+    assert not np.array_equal(np.stack([np.asarray(val.images[i]) for i in range(3)]),
+                              np.stack([np.asarray(demo_test.images[i]) for i in range(3)]))
+    with pytest.raises(DataError):
+        load_demo("restval", 16)
+
+
+def test_attributes_follow_the_pixels():
+    img = np.zeros((3, 8, 8), dtype=np.uint8)
+    img[0, :, 3:5] = 255  # upright bar
+    img[1, :, 1:7] = 255  # wide, more ink
+    for row in range(8):  # bar leaning right: further right going up
+        img[2, row, 7 - row] = 255
+    attrs = digit_attributes(img)
+    assert attrs["ink"][1] > attrs["ink"][0]
+    assert attrs["width"][1] > attrs["width"][0]
+    assert attrs["slant"][2] > 0.5 and abs(attrs["slant"][0]) < 1e-6
+    captions, caption_image = caption_digits(img, np.array([1, 1, 7]), attribute_edges(img), seed=0)
+    assert caption_image.tolist() == [0] * 5 + [1] * 5 + [2] * 5 and len(captions) == 15
+
+
+def test_head_keeps_exactly_the_captions_of_the_first_images(demo_test):
+    head = demo_test.head(4)
+    assert head.num_images == 4 and len(head.captions) == 20
+    assert head.captions == demo_test.captions[:20] and head.caption_image.max() == 3
+    with pytest.raises(IndexError):
+        head.images[4]
+
+
+def test_pair_items_carry_the_image_id_and_collate_pads(demo_test):
+    vocab = Vocabulary.build(demo_test.captions)
+    pairs = PairDataset(demo_test, lambda img: torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float(), vocab)
+    items = [pairs[i] for i in (0, 7, 12)]
+    assert [item[2] for item in items] == [0, 1, 2]
+    images, tokens, lengths, ids = collate_pairs(items)
+    assert images.shape == (3, 3, 16, 16) and ids.tolist() == [0, 1, 2]
+    assert tokens.shape == (3, int(lengths.max()))
+    for row, length in enumerate(lengths.tolist()):
+        assert (tokens[row, :length] > 1).all() and (tokens[row, length:] == 0).all()  # known words, then <pad>
+    tokens, lengths, index = collate_captions([CaptionDataset(demo_test, vocab)[i] for i in (3, 4)])
+    assert index.tolist() == [3, 4] and tokens.shape[0] == 2
+
+
+# --- Karpathy JSON ------------------------------------------------------------------
+
+
+def _karpathy(tmp_path, extra_sentences: int = 1):
+    (tmp_path / "imgs" / "val2014").mkdir(parents=True)
+    entries = []
+    for i, split in enumerate(["train", "restval", "test", "test"]):
+        Image.new("RGB", (6, 6), color=(40 * i, 0, 0)).save(tmp_path / "imgs" / "val2014" / f"im{i}.jpg")
+        sentences = [{"raw": f"Picture {i}, caption {j}.", "tokens": []} for j in range(5 + extra_sentences * (i == 3))]
+        entries.append({"filepath": "val2014", "filename": f"im{i}.jpg", "split": split, "sentences": sentences})
+    path = tmp_path / "dataset_coco.json"
+    path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
+    return path
+
+
+def test_karpathy_maps_captions_explicitly_including_six_caption_images(tmp_path):
+    path = _karpathy(tmp_path)
+    test = load_karpathy(path, str(tmp_path / "imgs"), ["test"])
+    assert test.num_images == 2 and len(test.captions) == 11
+    assert test.caption_image.tolist() == [0] * 5 + [1] * 6
+    assert test.captions[5] == "Picture 3, caption 0."
+    assert test.images[1].size == (6, 6) and test.images[1].getpixel((0, 0))[0] == 120
+    train = load_karpathy(path, str(tmp_path / "imgs"), ["train", "restval"])
+    assert train.num_images == 2 and train.captions[5].startswith("Picture 1")
+
+
+def test_karpathy_errors_are_clear(tmp_path):
+    path = _karpathy(tmp_path)
+    with pytest.raises(DataError, match="not found"):
+        find_annotations("", str(tmp_path / "missing.json"))
+    assert find_annotations(str(tmp_path), "") == path
+    with pytest.raises(DataError, match="dataset_"):
+        find_annotations(str(tmp_path / "imgs"), "")
+    with pytest.raises(DataError, match="does not exist"):
+        load_karpathy(path, str(tmp_path / "nope"), ["test"])
+    with pytest.raises(DataError, match="it has"):
+        load_karpathy(path, str(tmp_path / "imgs"), ["dev"])
+    (tmp_path / "imgs" / "val2014" / "im2.jpg").unlink()
+    with pytest.raises(DataError, match="im2.jpg"):
+        load_karpathy(path, str(tmp_path / "imgs"), ["test"])
+
+
+def test_load_split_reads_karpathy_from_config(tmp_path):
+    _karpathy(tmp_path)
+    cfg = SimpleNamespace(data=SimpleNamespace(name="karpathy", root=str(tmp_path / "imgs"), annotations=str(tmp_path / "dataset_coco.json")))
+    assert load_split(cfg, ["train", "restval"]).num_images == 2
+
+
+# --- precomputed features -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3, 2, 4)])
+def test_features_layout_global_and_region(tmp_path, shape):
+    feats = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    np.save(tmp_path / "dev_ims.npy", feats)
+    (tmp_path / "dev_caps.txt").write_text("\n".join(f"caption {i}" for i in range(15)) + "\n")
+    split = load_features(str(tmp_path), "dev", 5)
+    assert split.num_images == 3 and split.caption_image.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert torch.equal(features_to_tensor(split.images[2]), torch.from_numpy(feats[2]))
+
+
+def test_features_errors_are_clear(tmp_path):
+    with pytest.raises(DataError, match="dev_ims.npy"):
+        load_features(str(tmp_path), "dev", 5)
+    np.save(tmp_path / "dev_ims.npy", np.zeros((3, 4), dtype=np.float32))
+    (tmp_path / "dev_caps.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match="captions_per_image"):
+        load_features(str(tmp_path), "dev", 5)
+    np.save(tmp_path / "dev_ims.npy", np.zeros(3, dtype=np.float32))
+    (tmp_path / "dev_caps.txt").write_text("a\nb\nc\n")
+    with pytest.raises(DataError, match="N_img"):
+        load_features(str(tmp_path), "dev", 1)

@@ -1,0 +1,143 @@
+"""Triplet loss over chosen negatives, and one full training step with memory and FNE statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from ifnd.config import ConfigError, resolve
+from ifnd.falseneg.bayes import FNESampler, SimilarityStats
+from ifnd.falseneg.memory import MomentumMemory
+from ifnd.itm.model import Architecture, build_itm_model
+from ifnd.itm.objective import (
+    Candidates,
+    directional_triplet,
+    fne_selector,
+    gather_candidates,
+    hardest_selector,
+    in_batch_similarity,
+    itm_triplet_loss,
+    similarities,
+)
+from ifnd.itm.schema import ITM_SCHEMA
+from ifnd.itm.step import NegativeMining, itm_step
+
+F64 = torch.float64
+# Batch ids [0, 1] followed by memory ids [1, 0, 2].
+IDS = torch.tensor([0, 1])
+CANDIDATE_IDS = torch.tensor([0, 1, 1, 0, 2])
+SIMS = torch.tensor([
+    [0.8, 0.7, 0.9, 0.95, 0.3],  # id 0: positives at columns 0 and 3; hardest negative column 2 (0.9)
+    [0.1, 0.6, 0.65, 0.5, 0.2],  # id 1: positives at columns 1 and 2; hardest negative column 3 (0.5)
+], dtype=F64)
+
+
+def test_gather_candidates_puts_the_batch_first_then_the_memory():
+    memory = MomentumMemory(4, 2)
+    memory.enqueue(torch.ones(3, 2), 2 * torch.ones(3, 2), torch.tensor([1, 0, 2]))
+    cands = gather_candidates(torch.zeros(2, 2), torch.zeros(2, 2), IDS, memory)
+    assert cands.ids.tolist() == CANDIDATE_IDS.tolist()
+    assert cands.images[:2].eq(0).all() and cands.images[2:].eq(1).all() and cands.texts[2:].eq(2).all()
+    assert gather_candidates(torch.zeros(2, 2), torch.zeros(2, 2), IDS).ids.tolist() == [0, 1]
+
+
+def test_hardest_negative_skips_every_candidate_with_the_anchor_image_id():
+    loss, cols = directional_triplet(SIMS, IDS, CANDIDATE_IDS, hardest_selector(), margin=0.2)
+    assert cols.tolist() == [[2], [3]]
+    assert_close(loss, torch.tensor([0.2 + 0.9 - 0.8, 0.2 + 0.5 - 0.6], dtype=F64))
+
+
+def test_fne_in_warmup_takes_the_same_path_as_hardest():
+    sampler = FNESampler(warmup_epochs=1)
+    out_fne = itm_triplet_loss(SIMS, SIMS.flip(0), CANDIDATE_IDS, IDS, fne_selector(sampler), 0.2)
+    out_hard = itm_triplet_loss(SIMS, SIMS.flip(0), CANDIDATE_IDS, IDS, hardest_selector(), 0.2)
+    assert_close(out_fne.loss, out_hard.loss)
+    assert torch.equal(out_fne.i2t_negative_ids, out_hard.i2t_negative_ids)
+    assert out_hard.i2t_negative_ids.tolist() == [[1], [0]]  # image ids of the chosen captions
+
+
+def test_fne_draws_never_return_known_positives():
+    stats = SimilarityStats(min_positives=1)
+    stats.update(torch.tensor([0.7, 0.8]), torch.tensor([0.2, 0.3]))
+    sampler = FNESampler(stats, warmup_epochs=0, cut_down=False)
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.cat([directional_triplet(SIMS, IDS, CANDIDATE_IDS, fne_selector(sampler, 1, generator), 0.2)[1]
+                       for _ in range(50)], dim=1)
+    assert set(drawn[0].tolist()) <= {1, 2, 4} and set(drawn[1].tolist()) <= {0, 3, 4}
+    assert len(set(drawn[0].tolist())) > 1  # sampled, not always the hardest
+
+
+def test_similarities_and_in_batch_block():
+    images, texts = torch.eye(3)[:2], torch.eye(3)[[1, 0]]
+    cands = Candidates(torch.eye(3), torch.eye(3)[[0, 2, 1]], torch.tensor([0, 1, 2]))
+    i2t, t2i = similarities(images, texts, cands)
+    assert i2t.tolist() == [[1, 0, 0], [0, 0, 1]] and t2i.tolist() == [[0, 1, 0], [1, 0, 0]]
+    assert in_batch_similarity(i2t, t2i).tolist() == [[0.5, 0.5], [0.5, 0.0]]
+
+
+def _tiny(sampler: str, use_memory: bool = True, warmup: int = 1):
+    cfg = resolve({
+        "seed": 0, "text": {"word_dim": 8, "hidden_dim": 8}, "model": {"embed_dim": 8},
+        "train": {"batch_size": 4},
+        "negatives": {"sampler": sampler, "use_memory": use_memory, "memory_size": 8, "warmup_epochs": warmup,
+                      "min_positives": 1},
+    }, schema=ITM_SCHEMA)
+    torch.manual_seed(0)
+    model = build_itm_model(cfg, Architecture(vocab_size=12, backbone="small_cnn"))
+    return model, NegativeMining.from_config(cfg)
+
+
+def _batch(ids):
+    torch.manual_seed(1)
+    n = len(ids)
+    return torch.rand(n, 3, 16, 16), torch.randint(2, 12, (n, 5)), torch.full((n,), 5), torch.tensor(ids)
+
+
+def test_fne_step_warms_up_on_the_batch_then_samples_from_the_memory():
+    model, mining = _tiny("fne")
+    mining.start_epoch(0)
+    assert mining.candidate_memory is None  # warm-up: batch candidates only
+    fed = []
+    update_stats = mining.sampler.update_stats
+    mining.sampler.update_stats = lambda sim: (fed.append(sim), update_stats(sim))
+    out = itm_step(model, mining, *_batch([0, 1, 2, 3]))
+    out.loss.backward()
+    assert model.image_encoder.proj.weight.grad is not None and model.text_encoder.proj.weight.grad is not None
+    assert model.image_encoder_momentum.proj.weight.grad is None
+    assert sorted(mining.memory.contents()[2].tolist()) == [0, 1, 2, 3]
+    assert len(fed) == 1 and fed[0].shape == (4, 4)  # the in-batch block feeds the statistics
+    mining.sampler.stats.update(torch.ones(3), torch.zeros(3))
+
+    mining.start_epoch(1)
+    assert int(mining.sampler.stats.count.sum()) == 0  # reset every epoch
+    assert mining.candidate_memory is mining.memory
+    ids = torch.tensor([0, 4, 4, 5])  # image 0 is also in the memory: a known positive
+    out = itm_step(model, mining, *_batch(ids.tolist()))
+    assert not (out.i2t_negative_ids == ids.unsqueeze(1)).any()
+    assert not (out.t2i_negative_ids == ids.unsqueeze(1)).any()
+    assert mining.memory.contents()[2].tolist() == [0, 1, 2, 3, 0, 4, 4, 5]
+
+
+def test_hardest_step_uses_no_statistics_and_batch_only_without_memory():
+    model, mining = _tiny("hardest", use_memory=False)
+    mining.start_epoch(0)
+    out = itm_step(model, mining, *_batch([0, 1, 1, 2]))
+    assert mining.memory is None and int(mining.sampler.stats.count.sum()) == 0
+    ids = torch.tensor([0, 1, 1, 2])
+    assert not (out.t2i_negative_ids == ids.unsqueeze(1)).any()  # the duplicate image 1 is never a negative
+
+
+def test_same_seed_and_epoch_give_the_same_draws():
+    losses = []
+    for _ in range(2):
+        model, mining = _tiny("fne", warmup=0)
+        mining.start_epoch(3)
+        losses.append(itm_step(model, mining, *_batch([0, 1, 2, 3])).loss.item())
+    assert losses[0] == losses[1]
+
+
+def test_memory_smaller_than_a_batch_is_refused():
+    cfg = resolve({"train": {"batch_size": 16}, "negatives": {"memory_size": 8}}, schema=ITM_SCHEMA)
+    with pytest.raises(ConfigError, match="memory_size"):
+        NegativeMining.from_config(cfg)

@@ -1,0 +1,106 @@
+"""itm-train / itm-eval end to end on a tiny slice of the built-in demo set (1 epoch, seconds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+import yaml
+
+from ifnd.config import ConfigError, load_config
+from ifnd.eval.retrieval import METRIC_KEYS
+from ifnd.itm.commands import add_subcommands
+from ifnd.itm.schema import ITM_SCHEMA
+from ifnd.itm.train import ITMTrainer, lr_at_epoch
+from ifnd.models.contrastive import build_model
+from ifnd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+TINY = [
+    "device=cpu", "data.image_size=16", "data.max_train_images=40", "data.num_workers=0",
+    "text.word_dim=8", "text.hidden_dim=8", "model.embed_dim=16", "negatives.memory_size=64",
+    "negatives.min_positives=4", "train.epochs=1", "train.batch_size=32", "train.lr=0.001", "train.log_every_steps=1",
+    "train.eval_batch_size=64",
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_subcommands(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def run(*argv: str) -> int:
+    args = parser().parse_args(list(argv))
+    return args.func(args)
+
+
+def train_args(run_dir, *extra: str) -> list[str]:
+    sets = [f"output_dir={run_dir}", *TINY, *extra]
+    return ["itm-train", "--config", "configs/itm_demo.yaml", *[a for s in sets for a in ("--set", s)]]
+
+
+def test_demo_config_loads_and_unknown_keys_are_refused(tmp_path):
+    cfg = load_config("configs/itm_demo.yaml", schema=ITM_SCHEMA)
+    assert cfg.data.name == "demo" and cfg.negatives.sampler == "fne" and cfg.negatives.margin == 0.2
+    with pytest.raises(ConfigError, match="negatives.tau"):
+        load_config("configs/itm_demo.yaml", ["negatives.tua=1"], schema=ITM_SCHEMA)
+    with pytest.raises(ConfigError, match="one of"):
+        load_config("configs/itm_demo.yaml", ["negatives.sampler=random"], schema=ITM_SCHEMA)
+
+
+def test_lr_steps_down_at_each_milestone():
+    assert [lr_at_epoch(e, 1.0, 0.1, [2, 4]) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_train_one_epoch_writes_run_files_and_eval_reads_the_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(*train_args(run_dir)) == 0
+    for name in ("config.yaml", "metrics.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = metrics["history"][0]
+    assert metrics["epochs_done"] == 1 and record["loss"] > 0 and set(METRIC_KEYS) <= set(metrics["val"])
+    assert 0 <= record["same_class_negatives_pct"] <= 100 and "fne_pos_mean" in record
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["negatives"]["sampler"] == "fne"
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["vocab"][:2] == ["<pad>", "<unk>"] and state["architecture"]["backbone"] == "small_cnn"
+    assert "memory.ids" in state["mining"] and "sampler.stats.count" in state["mining"]
+
+    capsys.readouterr()
+    assert run("itm-eval", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--split", "val", "--folds", "2") == 0
+    printed = capsys.readouterr().out
+    assert "| val, 2-fold mean |" in printed and "| val, full set |" in printed
+    written = json.loads((run_dir / "eval" / "val" / "metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(written) and written["folds"] == 2 and len(written["per_fold"]) == 2
+    assert written["full"]["rsum"] == pytest.approx(metrics["val"]["rsum"])  # same weights, same split
+
+
+def test_resume_auto_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    assert run(*train_args(straight, "train.epochs=2", "data.val_split=", "negatives.sampler=hardest")) == 0
+    resumed = tmp_path / "resumed"
+    assert run(*train_args(resumed, "data.val_split=", "negatives.sampler=hardest")) == 0
+    assert run(*train_args(resumed, "train.epochs=2", "data.val_split=", "negatives.sampler=hardest"), "--resume", "auto") == 0
+    a, b = (json.loads((d / "metrics.json").read_text())["history"] for d in (straight, resumed))
+    assert len(a) == len(b) == 2 and a[1]["loss"] == pytest.approx(b[1]["loss"], rel=1e-5)
+    with pytest.raises(CheckpointError, match="negatives.sampler"):
+        run(*train_args(resumed, "train.epochs=3", "data.val_split="), "--resume", "auto")
+
+
+def test_image_checkpoint_initialises_the_image_backbone(tmp_path, tiny_cfg):
+    pre_cfg = tiny_cfg(model={"backbone": "small_cnn"})
+    torch.manual_seed(123)
+    pretrained = build_model(pre_cfg)
+    path = tmp_path / "pretrain.pt"
+    save_checkpoint({"model": pretrained.state_dict(), "config": pre_cfg.to_dict()}, path)
+    cfg = load_config("configs/itm_demo.yaml", [f"output_dir={tmp_path / 'run'}", *TINY,
+                                                f"model.image_checkpoint={path}", "model.backbone=resnet18"],
+                      schema=ITM_SCHEMA)
+    trainer = ITMTrainer(cfg)
+    assert trainer.arch.backbone == "small_cnn" and trainer.arch.cifar_stem  # taken from the checkpoint
+    expected = pretrained.backbone.state_dict()
+    for key, value in trainer.model.image_encoder.backbone.state_dict().items():
+        assert torch.equal(value, expected[key])

@@ -1,0 +1,90 @@
+"""Retrieval metrics on hand-made similarity matrices with known ranks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ifnd.eval.retrieval import (
+    METRIC_KEYS,
+    fold_metrics,
+    i2t_ranks,
+    mean_metrics,
+    recall_at,
+    retrieval_metrics,
+    t2i_ranks,
+)
+
+# 3 images; image 2 has 6 captions (more than 5, as in COCO's Karpathy test).
+CAPTION_IMAGE = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
+#                    captions: 0    1    2    3    4    5    6    7    8    9
+SIMS = torch.tensor([
+    [0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # image 0: own best 0.9, nothing above -> rank 0
+    [0.6, 0.0, 0.3, 0.5, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0],  # image 1: own best 0.5; 0.6, 0.7 above -> rank 2
+    [0.8, 0.8, 0.8, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1],  # image 2: own best 0.2; 0.8 x3 above, 0.2 tie -> rank 4
+])
+# Text-to-image, column by column: the own image's row and the rows scoring at least as high.
+#  caption 0 (img 0, 0.9): rank 0;  1 (img 0, 0.1): 0.8 above -> 1;  2 (img 1, 0.3): 0.8 above -> 1;
+#  3 (img 1, 0.5): rank 0;  4 (img 2, 0.2): 0.7 above -> 1;  5-8 (img 2, 0.2 vs 0, 0): 0;
+#  9 (img 2, 0.1): rank 0.
+T2I = [0, 1, 1, 0, 1, 0, 0, 0, 0, 0]
+
+
+def test_i2t_rank_is_the_best_caption_and_ties_count_against():
+    assert i2t_ranks(SIMS, CAPTION_IMAGE).tolist() == [0, 2, 4]
+
+
+def test_t2i_ranks_match_hand_computed():
+    assert t2i_ranks(SIMS, CAPTION_IMAGE).tolist() == T2I
+
+
+def test_recall_and_rsum_from_known_ranks():
+    metrics = retrieval_metrics(SIMS, CAPTION_IMAGE)
+    assert metrics["r1_i2t"] == pytest.approx(100 / 3)
+    assert metrics["r5_i2t"] == metrics["r10_i2t"] == pytest.approx(100.0)
+    assert metrics["r1_t2i"] == pytest.approx(70.0)  # 7 of 10 captions at rank 0
+    assert metrics["r5_t2i"] == metrics["r10_t2i"] == pytest.approx(100.0)
+    assert metrics["rsum"] == pytest.approx(sum(metrics[k] for k in METRIC_KEYS[:-1]))
+    assert list(metrics) == list(METRIC_KEYS)
+
+
+def test_recall_at_counts_ranks_below_k():
+    assert recall_at(torch.tensor([0, 1, 4, 5, 9, 10]), (1, 5, 10)) == pytest.approx([100 / 6, 50.0, 500 / 6])
+
+
+def test_constant_similarities_score_nothing():
+    sims = torch.zeros(3, 10)
+    assert i2t_ranks(sims, CAPTION_IMAGE).tolist() == [8, 8, 4]  # every other image's caption ties
+    assert t2i_ranks(sims, CAPTION_IMAGE).tolist() == [2] * 10
+    assert retrieval_metrics(sims, CAPTION_IMAGE)["r1_i2t"] == 0.0
+
+
+def test_image_without_captions_gets_the_worst_rank():
+    sims = torch.rand(3, 4)
+    assert i2t_ranks(sims, torch.tensor([0, 0, 2, 2]))[1] == 4
+
+
+def test_folds_score_each_image_block_with_its_own_captions():
+    # 4 images, 2 captions each; fold 0 = images 0-1, fold 1 = images 2-3.
+    caption_image = torch.arange(4).repeat_interleave(2)
+    sims = torch.eye(4).repeat_interleave(2, dim=1) * 0.5
+    sims[0, 2] = 0.9  # image 0 prefers a caption of image 1 (same fold): i2t rank 1 in both protocols
+    sims[1, 4] = 0.9  # image 1 prefers a caption of image 2: hurts only the full-set protocol
+    folds = fold_metrics(sims, caption_image, 2)
+    full = retrieval_metrics(sims, caption_image)
+    assert [f["r1_i2t"] for f in folds] == [50.0, 100.0]
+    assert full["r1_i2t"] == 50.0  # images 0 and 1 both miss
+    # text-to-image: caption 2 (image 1) loses to image 0 in fold 0; caption 4 (image 2) loses to image 1 only in full.
+    assert [f["r1_t2i"] for f in folds] == [75.0, 100.0]
+    assert full["r1_t2i"] == 75.0
+    mean = mean_metrics(folds)
+    assert mean["r1_i2t"] == 75.0 and mean["rsum"] == pytest.approx(sum(f["rsum"] for f in folds) / 2)
+
+
+def test_bad_shapes_and_ids_are_refused():
+    with pytest.raises(ValueError):
+        i2t_ranks(SIMS, CAPTION_IMAGE[:-1])
+    with pytest.raises(ValueError):
+        t2i_ranks(SIMS, torch.tensor([0, 0, 1, 1, 2, 2, 2, 2, 2, 3]))
+    with pytest.raises(ValueError):
+        fold_metrics(SIMS, CAPTION_IMAGE, 4)
