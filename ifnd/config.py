@@ -85,6 +85,7 @@ SCHEMA: dict[str, Option] = {
     "train.weight_decay": Option(5e-4, "Weight decay."),
     "train.warmup_epochs": Option(0, "Epochs of linear LR warm-up before the cosine decay."),
     "train.amp": Option(True, "Mixed precision (bfloat16) on GPU; ignored on CPU."),
+    "train.channels_last": Option(True, "channels_last memory format for model and images on GPU; ignored on CPU."),
     "train.checkpoint_every_steps": Option(0, "Also checkpoint every N steps inside an epoch (0 = only at epoch end and on Ctrl-C)."),
     "train.log_every_steps": Option(10, "TensorBoard scalar interval in steps."),
     # --- kNN monitor -----------------------------------------------------------

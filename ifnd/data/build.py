@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -57,11 +57,17 @@ def train_loader(dataset: Dataset, sampler: ResumableSampler, num_workers: int, 
     )
 
 
-def eval_loader(source: Dataset, image_size: int, normalize: bool, batch_size: int, num_workers: int) -> DataLoader:
-    """Deterministic loader yielding ``(images [B,3,S,S], labels [B], indices [B])`` in order."""
+def eval_loader(source: Dataset, image_size: int, normalize: bool, batch_size: int, num_workers: int,
+                indices: Sequence[int] | None = None) -> DataLoader:
+    """Deterministic loader yielding ``(images [B,3,S,S], labels [B], indices [B])`` in order.
+
+    ``indices`` restricts it to those samples (e.g. one rank's shard); the yielded
+    indices are always positions in ``source``.
+    """
     return DataLoader(
         IndexedImages(source, build_eval_transform(image_size, normalize)),
         batch_size=batch_size,
+        sampler=indices,
         shuffle=False,
         num_workers=num_workers,
     )

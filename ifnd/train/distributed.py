@@ -53,6 +53,28 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_rows(rows: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tensor:
+    """Assemble ``[total, D]`` from each rank's ``rows [n_r, D]`` at dataset indices ``ids [n_r]``.
+
+    Shards may differ in length (they are padded for the collective and the padding is
+    dropped), and an index held by several ranks (DistributedSampler-style padding)
+    gets one of its identical rows: exact, no normalisation tricks.
+    """
+    if world_size() == 1:
+        out = rows.new_zeros(total, rows.shape[1])
+        out[ids] = rows
+        return out
+    size = -(-total // world_size())
+    padded_rows = rows.new_zeros(size, rows.shape[1])
+    padded_ids = ids.new_full((size,), -1)
+    padded_rows[: len(rows)], padded_ids[: len(ids)] = rows, ids
+    all_rows, all_ids = gather(padded_rows), gather(padded_ids)
+    keep = all_ids >= 0
+    out = rows.new_zeros(total, rows.shape[1])
+    out[all_ids[keep]] = all_rows[keep]
+    return out
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Like :func:`gather`, but gradients flow back to each rank's own part."""
     if world_size() == 1:

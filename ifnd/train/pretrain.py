@@ -77,6 +77,9 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_src), cfg.train.batch_size, cfg.seed, self.world, self.rank)
 
         self.model = build_model(cfg).to(self.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last and self.device.type == "cuda" \
+            else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         if self.world > 1:
             if cfg.model.sync_bn:
                 if self.device.type != "cuda":
@@ -192,7 +195,8 @@ class Trainer:
         for (x1, x2), _, ids in bar:
             if self.stop_at == (self.epoch, self.step):
                 raise Interrupted
-            x1, x2, ids = (t.to(self.device, non_blocking=True) for t in (x1, x2, ids))
+            x1, x2 = (x.to(self.device, non_blocking=True, memory_format=self.memory_format) for x in (x1, x2))
+            ids = ids.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                 out = self._step(x1, x2, ids)
             if not torch.isfinite(out.loss):
@@ -252,11 +256,16 @@ class Trainer:
         return {f"round/{k}": v for k, v in stats.items()}
 
     def _embed_training_set(self) -> torch.Tensor:
-        """``pass`` features: target-encoder embeddings ``[N, D]`` of centre-cropped training images."""
+        """``pass`` features: target-encoder embeddings ``[N, D]`` of centre-cropped training images.
+
+        Each rank embeds every world-th sample; the shards are gathered by dataset index.
+        """
+        total = len(self.train_src)
+        shard = list(range(self.rank, total, self.world))
         loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
-                             self.cfg.train.batch_size, self.cfg.data.num_workers)
+                             self.cfg.train.batch_size, self.cfg.data.num_workers, indices=shard)
         feats, _ = extract_features(_TargetEncoder(self.model), loader, self.device)
-        return feats
+        return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), total).cpu()
 
     def knn_monitor(self) -> dict[str, float]:
         if self.test_src is None or not dist.is_main():
