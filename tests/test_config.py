@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from ifnd.config import SCHEMA, ConfigError, defaults_yaml, load_config, parse_override, resolve
+from ifnd.config import (
+    SCHEMA,
+    ConfigError,
+    defaults_yaml,
+    load_config,
+    parse_override,
+    resolve,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

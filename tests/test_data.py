@@ -6,7 +6,12 @@ from PIL import Image
 from ifnd.config import resolve
 from ifnd.data.build import build_sources, train_loader
 from ifnd.data.sampler import ResumableSampler
-from ifnd.data.sources import DataError, ImageFileDataset, load_digits_split, load_fashion_mnist
+from ifnd.data.sources import (
+    DataError,
+    ImageFileDataset,
+    load_digits_split,
+    load_fashion_mnist,
+)
 from ifnd.data.views import IndexedViews, build_view_transform
 
 

@@ -1,40 +1,21 @@
 """Linear probe and kNN evaluation: the classifier loop on synthetic features, and the
 `linear` / `knn` commands on a real (1-epoch) pretraining checkpoint."""
 
-import argparse
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from ifnd.cli import main
 from ifnd.config import resolve
-from ifnd.eval.commands import add_subcommands
 from ifnd.eval.linear import FeatureBatches, FrozenEncoder, evaluate, fit_linear
 from ifnd.eval.schema import EVAL_SCHEMA
 from ifnd.models.backbones import build_backbone
-from ifnd.train.pretrain import Trainer
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_subcommands(sub)
-    args = parser.parse_args(list(argv))
-    return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """RUN/checkpoints/last.pt of a 1-epoch SimCLR run on 128 digits at 16 px."""
-    run = tmp_path_factory.mktemp("pretrain") / "run"
-    Trainer(resolve({
-        "output_dir": str(run), "device": "cpu",
-        "data": {"name": "digits", "image_size": 16, "num_workers": 0, "max_train_samples": 128},
-        "model": {"backbone": "small_cnn", "proj_hidden_dim": 32, "proj_dim": 16},
-        "train": {"epochs": 1, "batch_size": 32}, "knn": {"k": 10},
-    })).fit()
-    return run / "checkpoints" / "last.pt"
+    return main(list(argv))
 
 
 def separable(n_per_class: int, classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

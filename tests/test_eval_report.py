@@ -1,6 +1,5 @@
 """The `report` table and plots from hand-written run folders, and tools/run_protocols.py."""
 
-import argparse
 import importlib.util
 import json
 import math
@@ -11,19 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ifnd.cli import main
 from ifnd.eval.checkpoints import EvalError
-from ifnd.eval.commands import add_subcommands
 from ifnd.eval.report import MISSING, curve, load_run, markdown_table, plot_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_subcommands(sub)
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(list(argv))
 
 
 def write_run(root: Path, name: str, detection: dict, metrics: dict, evals: dict[str, dict]) -> Path:

@@ -1,6 +1,5 @@
 """Semi-supervised evaluation: balanced subsets, split files, and the `semisup` command."""
 
-import argparse
 import json
 
 import numpy as np
@@ -8,33 +7,20 @@ import pytest
 from PIL import Image
 from torch.utils.data import Subset
 
-from ifnd.config import resolve
+from ifnd.cli import main
 from ifnd.data.sources import ImageFileDataset
 from ifnd.eval.checkpoints import EvalError
-from ifnd.eval.commands import add_subcommands
-from ifnd.eval.semisup import balanced_subset, format_split, parse_split, resolve_split, sample_ids
-from ifnd.train.pretrain import Trainer
+from ifnd.eval.semisup import (
+    balanced_subset,
+    format_split,
+    parse_split,
+    resolve_split,
+    sample_ids,
+)
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_subcommands(sub)
-    args = parser.parse_args(list(argv))
-    return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """RUN/checkpoints/last.pt of a 1-epoch SimCLR run on 128 digits at 16 px."""
-    run = tmp_path_factory.mktemp("pretrain") / "run"
-    Trainer(resolve({
-        "output_dir": str(run), "device": "cpu",
-        "data": {"name": "digits", "image_size": 16, "num_workers": 0, "max_train_samples": 128},
-        "model": {"backbone": "small_cnn", "proj_hidden_dim": 32, "proj_dim": 16},
-        "train": {"epochs": 1, "batch_size": 32}, "knn": {"k": 10},
-    })).fit()
-    return run / "checkpoints" / "last.pt"
+    return main(list(argv))
 
 
 def test_balanced_subset_has_equal_class_counts_and_is_reproducible():

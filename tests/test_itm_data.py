@@ -24,7 +24,12 @@ from ifnd.itm.data import (
     load_karpathy,
     load_split,
 )
-from ifnd.itm.demo_captions import DIGIT_NAMES, attribute_edges, caption_digits, digit_attributes
+from ifnd.itm.demo_captions import (
+    DIGIT_NAMES,
+    attribute_edges,
+    caption_digits,
+    digit_attributes,
+)
 from ifnd.itm.text import Vocabulary
 
 

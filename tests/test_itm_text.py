@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ifnd.itm.text import PAD_ID, UNK_ID, GRUTextEncoder, Vocabulary, pad_tokens, tokenize
+from ifnd.itm.text import (
+    PAD_ID,
+    UNK_ID,
+    GRUTextEncoder,
+    Vocabulary,
+    pad_tokens,
+    tokenize,
+)
 
 
 def test_tokenize_lowercases_and_drops_punctuation():

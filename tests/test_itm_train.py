@@ -25,6 +25,15 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: tiny ops on a shared, busy 2-core machine are far slower with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     add_subcommands(p.add_subparsers(dest="command", required=True))

@@ -3,12 +3,11 @@
 import json
 
 import pytest
-
-from ifnd.data.sources import DataError
 import torch
 
 from ifnd.cli import main
 from ifnd.config import resolve
+from ifnd.data.sources import DataError
 from ifnd.train.checkpoint import CheckpointError, load_checkpoint
 from ifnd.train.pretrain import Interrupted, Trainer, TrainingDiverged
 

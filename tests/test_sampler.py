@@ -1,9 +1,8 @@
 import pytest
-
-from ifnd.data.sources import DataError
 import torch
 
 from ifnd.data.sampler import ResumableSampler
+from ifnd.data.sources import DataError
 from ifnd.train.optim import warmup_cosine
 
 

@@ -8,7 +8,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ifnd.data.sampler import ResumableSampler
-from ifnd.data.sources import DataError, ImageFileDataset, load_digits_split, load_fashion_mnist
+from ifnd.data.sources import (
+    DataError,
+    ImageFileDataset,
+    load_digits_split,
+    load_fashion_mnist,
+)
 from ifnd.data.views import IndexedImages, build_eval_transform
 
 

@@ -29,7 +29,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ifnd.config import Config, ConfigError, save_config
 from ifnd.data.sources import DataError
-from ifnd.eval.checkpoints import EvalError, build_encoder, default_output_dir, read_encoder_weights
+from ifnd.eval.checkpoints import (
+    EvalError,
+    build_encoder,
+    default_output_dir,
+    read_encoder_weights,
+)
 from ifnd.train.checkpoint import CheckpointError
 
 Command = Callable[[argparse.Namespace], int]

@@ -22,7 +22,12 @@ from typing import Any
 import torch
 
 from ifnd.config import ConfigError
-from ifnd.falseneg.acceptance import accept_most_confident, accepted_share, margin_confidence, softmax_confidence
+from ifnd.falseneg.acceptance import (
+    accept_most_confident,
+    accepted_share,
+    margin_confidence,
+    softmax_confidence,
+)
 from ifnd.falseneg.clustering import multi_level_kmeans
 from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
 from ifnd.falseneg.masks import false_negative_mask

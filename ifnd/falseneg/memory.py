@@ -67,15 +67,20 @@ class MomentumMemory(nn.Module):
         self.ids[slots] = ids.to(self.ids)
         self.ptr.copy_((self.ptr + batch) % self.size)
 
+    def _filled(self) -> int:
+        """Number of filled slots. Slots are written in order from 0, so they form a prefix."""
+        return self.size if int(self.ids[-1]) != EMPTY_ID else int(self.ptr)
+
     def contents(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The filled slots, in slot order.
+        """The filled slots, in slot order, as views of the buffers (no copy; the next
+        :meth:`enqueue` overwrites them in place).
 
         Returns:
             ``(image_feats [F, dim], text_feats [F, dim], ids [F] long)`` with ``F``
             the number of filled slots.
         """
-        filled = self.ids != EMPTY_ID
-        return self.image_feats[filled], self.text_feats[filled], self.ids[filled]
+        filled = self._filled()
+        return self.image_feats[:filled], self.text_feats[:filled], self.ids[:filled]
 
     def positive_mask(self, anchor_ids: Tensor) -> Tensor:
         """Which filled slots share an anchor's id (known positives, never negatives).
@@ -86,5 +91,4 @@ class MomentumMemory(nn.Module):
         Returns:
             ``[B, F]`` bool, columns in the order of :meth:`contents`.
         """
-        filled_ids = self.ids[self.ids != EMPTY_ID]
-        return anchor_ids.unsqueeze(1) == filled_ids.unsqueeze(0)
+        return anchor_ids.unsqueeze(1) == self.ids[: self._filled()].unsqueeze(0)

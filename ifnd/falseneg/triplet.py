@@ -11,7 +11,6 @@ Shapes: ``B`` anchors, ``N`` candidates, ``K`` negatives per anchor.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -12,7 +12,14 @@ from torch.utils.data import DataLoader
 
 from ifnd.config import resolve
 from ifnd.eval.retrieval import fold_metrics, mean_metrics, retrieval_metrics
-from ifnd.itm.data import CaptionDataset, ImageDataset, ItmSplit, collate_captions, image_transform, load_split
+from ifnd.itm.data import (
+    CaptionDataset,
+    ImageDataset,
+    ItmSplit,
+    collate_captions,
+    image_transform,
+    load_split,
+)
 from ifnd.itm.model import Architecture, ITMModel, build_itm_model
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.itm.text import Vocabulary

@@ -24,8 +24,8 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
 from ifnd.config import ConfigError, resolve
-from ifnd.models.backbones import build_backbone
 from ifnd.itm.text import GRUTextEncoder
+from ifnd.models.backbones import build_backbone
 from ifnd.train.checkpoint import CheckpointError, load_checkpoint
 
 BACKBONE_PREFIX = "backbone."

@@ -21,7 +21,11 @@ from torch import Tensor
 
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.memory import MomentumMemory
-from ifnd.falseneg.triplet import bidirectional_triplet_loss, hardest_negative_indices, triplet_from_indices
+from ifnd.falseneg.triplet import (
+    bidirectional_triplet_loss,
+    hardest_negative_indices,
+    triplet_from_indices,
+)
 
 NegativeSelector = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``(sims [B, N], pos_sims [B], positive_mask [B, N]) -> negative columns [B, K]``."""

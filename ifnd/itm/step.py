@@ -20,7 +20,13 @@ from ifnd.falseneg.bayes import FNESampler, SimilarityStats
 from ifnd.falseneg.memory import MomentumMemory
 from ifnd.itm.model import ITMModel
 from ifnd.itm.objective import (
-    NegativeSelector, TripletOutput, fne_selector, gather_candidates, hardest_selector, in_batch_similarity, itm_triplet_loss,
+    NegativeSelector,
+    TripletOutput,
+    fne_selector,
+    gather_candidates,
+    hardest_selector,
+    in_batch_similarity,
+    itm_triplet_loss,
     similarities,
 )
 

@@ -24,12 +24,31 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ifnd.config import Config, ConfigError, save_config
-from ifnd.itm.data import PairDataset, collate_pairs, feature_shape, image_transform, load_split, load_train_split
+from ifnd.itm.data import (
+    PairDataset,
+    collate_pairs,
+    feature_shape,
+    image_transform,
+    load_split,
+    load_train_split,
+)
 from ifnd.itm.evaluate import evaluate_split
-from ifnd.itm.model import Architecture, build_itm_model, load_backbone_weights, read_pretrained_backbone
+from ifnd.itm.model import (
+    Architecture,
+    build_itm_model,
+    load_backbone_weights,
+    read_pretrained_backbone,
+)
 from ifnd.itm.step import NegativeMining, itm_step
 from ifnd.itm.text import Vocabulary
-from ifnd.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from ifnd.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from ifnd.train.pretrain import TrainingDiverged, pick_device, seed_everything
 
 log = logging.getLogger(__name__)

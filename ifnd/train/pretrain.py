@@ -30,7 +30,14 @@ from ifnd.falseneg.diagnostics import PairCounts, batch_pair_counts
 from ifnd.models.contrastive import build_model
 from ifnd.models.queue import IdQueue
 from ifnd.train import distributed as dist
-from ifnd.train.checkpoint import check_compatible, load_checkpoint, resolve_resume, rng_state, save_checkpoint, set_rng_state
+from ifnd.train.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from ifnd.train.optim import build_optimizer, build_scheduler, scaled_lr
 from ifnd.train.steps import build_fne_sampler, moco_step, simclr_step
 

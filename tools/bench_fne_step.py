@@ -1,0 +1,170 @@
+"""Time one image-text matching step with FNE sampling vs the hardest negative, memory 8,192.
+
+Both samplers run the same :func:`ifnd.itm.step.itm_step` (momentum update, candidates =
+momentum batch + memory, in-batch statistics for FNE, bidirectional triplet loss, enqueue)
+and differ only in the negative choice. Two measurements:
+
+* ``sampler + loss``: encoders replaced by a learnable offset on given synthetic
+  embeddings (clustered by image and by class, so false negatives and non-trivial
+  weights exist), step + backward: what FNE adds, undiluted;
+* ``whole step``: the demo model (small_cnn images, GRU captions) on a batch of demo
+  pairs, step + backward + Adam update.
+
+FNE runs after its warm-up with ready statistics (the full Bayes path). The two samplers
+alternate, repeat after repeat, and the median step time of each is reported: the
+machine may be shared.
+
+    python tools/bench_fne_step.py [--batch-size 128] [--dim 1024] [--memory 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ifnd.config import load_config  # noqa: E402
+from ifnd.itm.data import PairDataset, collate_pairs, image_transform, load_demo  # noqa: E402
+from ifnd.itm.model import Architecture, ITMModel, build_itm_model  # noqa: E402
+from ifnd.itm.schema import ITM_SCHEMA  # noqa: E402
+from ifnd.itm.step import NegativeMining, itm_step  # noqa: E402
+from ifnd.itm.text import Vocabulary  # noqa: E402
+
+SAMPLERS = ("fne", "hardest")
+
+
+class GivenEmbeddings(nn.Module):
+    """Stand-in encoder: normalise(input + learnable offset); the input *is* the embedding ``[B, D]``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return F.normalize(feats + self.offset, dim=1)
+
+
+def image_centres(num_images: int, dim: int, num_classes: int, generator: torch.Generator) -> Tensor:
+    """``[num_images, dim]``: image ``i`` lies near the centre of its class ``i % num_classes``."""
+    classes = torch.randn(num_classes, dim, generator=generator)
+    return classes[torch.arange(num_images) % num_classes] + 0.8 * torch.randn(num_images, dim, generator=generator)
+
+
+def noisy_pairs(centres: Tensor, ids: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Image and caption unit embeddings ``[len(ids), dim]``: two noisy copies of each image's centre.
+
+    Pairs are close, images of one class fairly close (false negatives), other classes far.
+    """
+    def view() -> Tensor:
+        return F.normalize(centres[ids] + 0.8 * torch.randn(len(ids), centres.shape[1], generator=generator), dim=1)
+    return view(), view()
+
+
+def mining_for(sampler: str, args: argparse.Namespace, centres: Tensor) -> NegativeMining:
+    """Negative mining past FNE's warm-up, memory full; FNE statistics ready."""
+    cfg = load_config(None, [f"negatives.sampler={sampler}", f"negatives.memory_size={args.memory}",
+                             f"model.embed_dim={args.dim}", f"train.batch_size={args.batch_size}",
+                             "negatives.min_positives=1"], schema=ITM_SCHEMA)
+    mining = NegativeMining.from_config(cfg)
+    mining.start_epoch(1)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, len(centres), (args.memory,), generator=generator)
+    mining.memory.enqueue(*noisy_pairs(centres, ids, generator), ids)
+    if sampler == "fne":  # typical trained values: positives ~0.6, hardest in-batch negatives ~0.4
+        mining.sampler.stats.update(0.6 + 0.1 * torch.randn(500, generator=generator),
+                                    0.4 + 0.1 * torch.randn(1000, generator=generator))
+    return mining
+
+
+def timed_steps(step: Callable[[], None], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench(make_step: Callable[[str], Callable[[], None]], rounds: int, repeats: int) -> dict[str, float]:
+    """Median seconds per step of each sampler, the two alternating ``rounds`` times."""
+    steps = {name: make_step(name) for name in SAMPLERS}
+    for step in steps.values():  # warm-up
+        timed_steps(step, 2)
+    times: dict[str, list[float]] = {name: [] for name in SAMPLERS}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name] += timed_steps(step, repeats)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def loss_part(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
+    generator = torch.Generator().manual_seed(1)
+    centres = image_centres(args.memory // 5, args.dim, 10, generator)
+    ids = torch.randint(0, len(centres), (args.batch_size,), generator=generator)
+    image_in, text_in = noisy_pairs(centres, ids, generator)
+    lengths = torch.ones(args.batch_size, dtype=torch.long)
+
+    def make(sampler: str) -> Callable[[], None]:
+        model = ITMModel(GivenEmbeddings(args.dim), GivenEmbeddings(args.dim))
+        mining = mining_for(sampler, args, centres)
+
+        def step() -> None:
+            itm_step(model, mining, image_in, text_in, lengths, ids).loss.backward()
+        return step
+    return make
+
+
+def whole_step(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
+    cfg = load_config("configs/itm_demo.yaml", [f"model.embed_dim={args.dim}"], schema=ITM_SCHEMA)
+    split = load_demo("train", cfg.data.image_size)
+    vocab = Vocabulary.build(split.captions, cfg.text.min_count)
+    pairs = PairDataset(split, image_transform(cfg, train=True), vocab)
+    images, tokens, lengths, ids = collate_pairs([pairs[i] for i in range(args.batch_size)])
+    centres = image_centres(split.num_images, args.dim, 10, torch.Generator().manual_seed(1))
+
+    def make(sampler: str) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = build_itm_model(cfg, Architecture(len(vocab), cfg.model.backbone, cfg.model.cifar_stem))
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        mining = mining_for(sampler, args, centres)
+
+        def step() -> None:
+            out = itm_step(model, mining, images, tokens, lengths, ids)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+        return step
+    return make
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dim", type=int, default=1024, help="joint embedding width (VSE++: 1024)")
+    parser.add_argument("--memory", type=int, default=8192)
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of the two samplers")
+    parser.add_argument("--repeats", type=int, default=10, help="steps per sampler and round")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 avoids spin-wait stalls on a shared, busy CPU)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"B={args.batch_size}, D={args.dim}, memory={args.memory}, {args.threads} thread(s), "
+          f"median of {args.rounds * args.repeats} steps each\n")
+    print("| measured | FNE ms/step | hardest ms/step | FNE / hardest |\n|---|---|---|---|")
+    for name, make in (("sampler + loss (+ backward)", loss_part(args)), ("whole step (demo model)", whole_step(args))):
+        result = bench(make, args.rounds, args.repeats)
+        print(f"| {name} | {1000 * result['fne']:.2f} | {1000 * result['hardest']:.2f} | "
+              f"{result['fne'] / result['hardest']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
