@@ -117,7 +117,7 @@ SCHEMA: dict[str, Option] = {
     "detection.confidence_temperature": Option(0.1, "Temperature of the softmax over centroid similarities."),
     "detection.kmeans_niter": Option(20, "k-means iterations."),
     "detection.kmeans_nredo": Option(1, "k-means restarts (the best objective is kept)."),
-    "detection.kmeans_init": Option("kmeans++", "k-means initialisation.", ("random", "kmeans++")),
+    "detection.kmeans_init": Option("random", "k-means initialisation (faiss runs k-means++ and afk-mc2 single-threaded: slow at large k; see tools/bench_kmeans.py).", ("random", "kmeans++", "afk-mc2")),
 }
 
 

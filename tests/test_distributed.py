@@ -55,3 +55,13 @@ def test_distributed_run_resumes(tmp_path):
     second = _run(out, 2, 16, "moco", ["--set=train.epochs=2", "--resume=auto"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_single_process_helpers_are_identities():
+    from ifnd.train import distributed as dist
+
+    rows = torch.arange(6.0).reshape(3, 2)
+    out = dist.gather_rows(rows, torch.tensor([4, 0, 2]), total=5)
+    assert out[4].tolist() == [0.0, 1.0] and out[0].tolist() == [2.0, 3.0] and out[1].tolist() == [0.0, 0.0]
+    assert dist.local_rows(2, 3).tolist() == [0, 1, 2, 3, 4, 5]
+    assert dist.sum_ints([1, 2]) == [1, 2] and dist.world_size() == 1 and dist.is_main()

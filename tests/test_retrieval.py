@@ -19,19 +19,22 @@ from ifnd.eval.retrieval import (
 CAPTION_IMAGE = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
 #                    captions: 0    1    2    3    4    5    6    7    8    9
 SIMS = torch.tensor([
-    [0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # image 0: own best 0.9, nothing above -> rank 0
-    [0.6, 0.0, 0.3, 0.5, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0],  # image 1: own best 0.5; 0.6, 0.7 above -> rank 2
-    [0.8, 0.8, 0.8, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1],  # image 2: own best 0.2; 0.8 x3 above, 0.2 tie -> rank 4
+    [0.9, 0.1, 0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0],  # image 0: best 0.9 (caption 0); the tie at 5 comes later -> 0
+    [0.6, 0.0, 0.3, 0.5, 0.7, 0.0, 0.0, 0.0, 0.0, 0.1],  # image 1: best 0.5 (caption 3); 0.6, 0.7 above -> 2
+    [0.8, 0.8, 0.8, 0.5, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1],  # image 2: best 0.2 (caption 4); 0.8 x3, 0.5 above -> 4
 ])
-# Text-to-image, column by column: the own image's row and the rows scoring at least as high.
-#  caption 0 (img 0, 0.9): rank 0;  1 (img 0, 0.1): 0.8 above -> 1;  2 (img 1, 0.3): 0.8 above -> 1;
-#  3 (img 1, 0.5): rank 0;  4 (img 2, 0.2): 0.7 above -> 1;  5-8 (img 2, 0.2 vs 0, 0): 0;
-#  9 (img 2, 0.1): rank 0.
-T2I = [0, 1, 1, 0, 1, 0, 0, 0, 0, 0]
+# Text-to-image, column by column (own image's score vs the other rows; an equal score counts when its row is lower):
+#  0: 0.9 vs 0.6, 0.8 -> 0;   1: 0.1 vs 0.0, 0.8 -> 1;   2: 0.3 vs 0.0, 0.8 -> 1;
+#  3: 0.5 vs 0.0, 0.5 (image 2, later) -> 0;   4: 0.2 vs 0.0, 0.7 -> 1;   5: 0.2 vs 0.9, 0.0 -> 1;
+#  6-8: 0.2 vs 0.0, 0.0 -> 0;   9: 0.1 vs 0.0, 0.1 (image 1, earlier) -> 1.
+T2I = [0, 1, 1, 0, 1, 1, 0, 0, 0, 1]
 
 
-def test_i2t_rank_is_the_best_caption_and_ties_count_against():
+def test_i2t_rank_is_the_best_caption_with_ties_broken_by_index():
     assert i2t_ranks(SIMS, CAPTION_IMAGE).tolist() == [0, 2, 4]
+    sims = SIMS.clone()
+    sims[0, 0] = 0.1  # image 0's best is now 0.1 (its captions 0 and 1): only caption 5 (0.9) is above
+    assert i2t_ranks(sims, CAPTION_IMAGE)[0] == 1
 
 
 def test_t2i_ranks_match_hand_computed():
@@ -42,7 +45,7 @@ def test_recall_and_rsum_from_known_ranks():
     metrics = retrieval_metrics(SIMS, CAPTION_IMAGE)
     assert metrics["r1_i2t"] == pytest.approx(100 / 3)
     assert metrics["r5_i2t"] == metrics["r10_i2t"] == pytest.approx(100.0)
-    assert metrics["r1_t2i"] == pytest.approx(70.0)  # 7 of 10 captions at rank 0
+    assert metrics["r1_t2i"] == pytest.approx(50.0)  # 5 of 10 captions at rank 0
     assert metrics["r5_t2i"] == metrics["r10_t2i"] == pytest.approx(100.0)
     assert metrics["rsum"] == pytest.approx(sum(metrics[k] for k in METRIC_KEYS[:-1]))
     assert list(metrics) == list(METRIC_KEYS)
@@ -52,11 +55,11 @@ def test_recall_at_counts_ranks_below_k():
     assert recall_at(torch.tensor([0, 1, 4, 5, 9, 10]), (1, 5, 10)) == pytest.approx([100 / 6, 50.0, 500 / 6])
 
 
-def test_constant_similarities_score_nothing():
+def test_constant_similarities_score_chance():
     sims = torch.zeros(3, 10)
-    assert i2t_ranks(sims, CAPTION_IMAGE).tolist() == [8, 8, 4]  # every other image's caption ties
-    assert t2i_ranks(sims, CAPTION_IMAGE).tolist() == [2] * 10
-    assert retrieval_metrics(sims, CAPTION_IMAGE)["r1_i2t"] == 0.0
+    assert i2t_ranks(sims, CAPTION_IMAGE).tolist() == [0, 2, 4]  # the captions listed before its first one
+    assert t2i_ranks(sims, CAPTION_IMAGE).tolist() == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2]  # the images before its own
+    assert retrieval_metrics(sims, CAPTION_IMAGE)["r1_i2t"] == pytest.approx(100 / 3)  # 1 / N_img
 
 
 def test_image_without_captions_gets_the_worst_rank():

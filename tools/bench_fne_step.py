@@ -2,17 +2,21 @@
 
 Both samplers run the same :func:`ifnd.itm.step.itm_step` (momentum update, candidates =
 momentum batch + memory, in-batch statistics for FNE, bidirectional triplet loss, enqueue)
-and differ only in the negative choice. Two measurements:
+and differ only in the negative choice. Three measurements:
 
+* ``negative choice only``: the selector on one ``[B, B + memory]`` similarity matrix
+  (FNE: weights, Bayes posterior, cut-down, draw; hardest: top-1);
 * ``sampler + loss``: encoders replaced by a learnable offset on given synthetic
   embeddings (clustered by image and by class, so false negatives and non-trivial
   weights exist), step + backward: what FNE adds, undiluted;
 * ``whole step``: the demo model (small_cnn images, GRU captions) on a batch of demo
-  pairs, step + backward + Adam update.
+  pairs, step + backward + Adam update, after a short hardest-negative warm-up training;
+  the memory holds the model's own momentum embeddings of other demo pairs, the FNE
+  statistics its own similarities.
 
 FNE runs after its warm-up with ready statistics (the full Bayes path). The two samplers
-alternate, repeat after repeat, and the median step time of each is reported: the
-machine may be shared.
+alternate step by step and the median step time of each is reported: the machine may
+be shared.
 
     python tools/bench_fne_step.py [--batch-size 128] [--dim 1024] [--memory 8192]
 """
@@ -20,11 +24,12 @@ machine may be shared.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +38,10 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifnd.config import load_config  # noqa: E402
+from ifnd.falseneg.bayes import FNESampler  # noqa: E402
 from ifnd.itm.data import PairDataset, collate_pairs, image_transform, load_demo  # noqa: E402
 from ifnd.itm.model import Architecture, ITMModel, build_itm_model  # noqa: E402
+from ifnd.itm.objective import gather_candidates, similarities  # noqa: E402
 from ifnd.itm.schema import ITM_SCHEMA  # noqa: E402
 from ifnd.itm.step import NegativeMining, itm_step  # noqa: E402
 from ifnd.itm.text import Vocabulary  # noqa: E402
@@ -69,53 +76,69 @@ def noisy_pairs(centres: Tensor, ids: Tensor, generator: torch.Generator) -> tup
     return view(), view()
 
 
-def mining_for(sampler: str, args: argparse.Namespace, centres: Tensor) -> NegativeMining:
-    """Negative mining past FNE's warm-up, memory full; FNE statistics ready."""
+def mining_for(sampler: str, args: argparse.Namespace) -> NegativeMining:
+    """Negative mining past FNE's warm-up, memory still empty."""
     cfg = load_config(None, [f"negatives.sampler={sampler}", f"negatives.memory_size={args.memory}",
                              f"model.embed_dim={args.dim}", f"train.batch_size={args.batch_size}",
                              "negatives.min_positives=1"], schema=ITM_SCHEMA)
     mining = NegativeMining.from_config(cfg)
     mining.start_epoch(1)
+    return mining
+
+
+def synthetic_mining(sampler: str, args: argparse.Namespace, centres: Tensor) -> NegativeMining:
+    """Memory full of synthetic pairs; FNE statistics at typical trained values."""
+    mining = mining_for(sampler, args)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, len(centres), (args.memory,), generator=generator)
     mining.memory.enqueue(*noisy_pairs(centres, ids, generator), ids)
-    if sampler == "fne":  # typical trained values: positives ~0.6, hardest in-batch negatives ~0.4
+    if sampler == "fne":  # positives ~0.6, hardest in-batch negatives ~0.4
         mining.sampler.stats.update(0.6 + 0.1 * torch.randn(500, generator=generator),
                                     0.4 + 0.1 * torch.randn(1000, generator=generator))
     return mining
 
 
-def timed_steps(step: Callable[[], None], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+@torch.no_grad()
+def model_mining(sampler: str, args: argparse.Namespace, model: ITMModel, batches: list[tuple[Tensor, ...]]) -> NegativeMining:
+    """Memory full of the model's momentum embeddings; FNE statistics from its in-batch similarities."""
+    mining = mining_for(sampler, args)
+    for images, tokens, lengths, ids in batches:
+        image_mom, text_mom = model.momentum_forward(images, tokens, lengths)
+        mining.memory.enqueue(image_mom, text_mom, ids)
+        if sampler == "fne":
+            mining.sampler.update_stats(model(images, tokens, lengths)[0] @ text_mom.T)
+    return mining
 
 
-def bench(make_step: Callable[[str], Callable[[], None]], rounds: int, repeats: int) -> dict[str, float]:
-    """Median seconds per step of each sampler, the two alternating ``rounds`` times."""
-    steps = {name: make_step(name) for name in SAMPLERS}
-    for step in steps.values():  # warm-up
-        timed_steps(step, 2)
+def bench(make_step: Callable[[str], Callable[[], None]], steps: int) -> dict[str, float]:
+    """Median seconds per step of each sampler; the samplers alternate step by step (order flipped
+    every step), so that a busy neighbour slows both alike."""
+    runners = {name: make_step(name) for name in SAMPLERS}
     times: dict[str, list[float]] = {name: [] for name in SAMPLERS}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            times[name] += timed_steps(step, repeats)
+    for index in range(steps + 2):  # the first two rounds warm up
+        for name in (SAMPLERS if index % 2 == 0 else SAMPLERS[::-1]):
+            start = time.perf_counter()
+            runners[name]()
+            if index >= 2:
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def loss_part(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
+def synthetic_batch(args: argparse.Namespace) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(image centres, batch ids [B], image embeddings [B, D], caption embeddings [B, D])``."""
     generator = torch.Generator().manual_seed(1)
     centres = image_centres(args.memory // 5, args.dim, 10, generator)
     ids = torch.randint(0, len(centres), (args.batch_size,), generator=generator)
-    image_in, text_in = noisy_pairs(centres, ids, generator)
+    return (centres, ids, *noisy_pairs(centres, ids, generator))
+
+
+def loss_part(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
+    centres, ids, image_in, text_in = synthetic_batch(args)
     lengths = torch.ones(args.batch_size, dtype=torch.long)
 
     def make(sampler: str) -> Callable[[], None]:
         model = ITMModel(GivenEmbeddings(args.dim), GivenEmbeddings(args.dim))
-        mining = mining_for(sampler, args, centres)
+        mining = synthetic_mining(sampler, args, centres)
 
         def step() -> None:
             itm_step(model, mining, image_in, text_in, lengths, ids).loss.backward()
@@ -123,22 +146,51 @@ def loss_part(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
     return make
 
 
+def choice_only(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
+    centres, ids, image_in, text_in = synthetic_batch(args)
+
+    def make(sampler: str) -> Callable[[], None]:
+        mining = synthetic_mining(sampler, args, centres)
+        candidates = gather_candidates(image_in, text_in, ids, mining.memory)
+        sims = similarities(image_in, text_in, candidates)[0]
+        mask = ids.unsqueeze(1) == candidates.ids.unsqueeze(0)
+        select = mining.selector()
+        return lambda: select(sims, sims.diagonal(), mask)
+    return make
+
+
+def warmed_up_model(cfg: Any, vocab_size: int, batches: list[tuple[Tensor, ...]], steps: int) -> ITMModel:
+    """The demo model after ``steps`` hardest-negative steps (in-batch), so that similarities have structure."""
+    torch.manual_seed(0)
+    model = build_itm_model(cfg, Architecture(vocab_size, cfg.model.backbone, cfg.model.cifar_stem))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    mining = NegativeMining("hardest", FNESampler(), None, momentum=0.9)
+    for index in range(steps):
+        loss = itm_step(model, mining, *batches[index % len(batches)]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model
+
+
 def whole_step(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
     cfg = load_config("configs/itm_demo.yaml", [f"model.embed_dim={args.dim}"], schema=ITM_SCHEMA)
     split = load_demo("train", cfg.data.image_size)
     vocab = Vocabulary.build(split.captions, cfg.text.min_count)
     pairs = PairDataset(split, image_transform(cfg, train=True), vocab)
-    images, tokens, lengths, ids = collate_pairs([pairs[i] for i in range(args.batch_size)])
-    centres = image_centres(split.num_images, args.dim, 10, torch.Generator().manual_seed(1))
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0)).tolist()
+    size = args.batch_size
+    batches = [collate_pairs([pairs[order[(start + i) % len(pairs)]] for i in range(size)])
+               for start in range(0, args.memory + size, size)]  # the memory's, then the timed one
+    warm = warmed_up_model(cfg, len(vocab), batches, args.warmup_steps)
 
     def make(sampler: str) -> Callable[[], None]:
-        torch.manual_seed(0)
-        model = build_itm_model(cfg, Architecture(len(vocab), cfg.model.backbone, cfg.model.cifar_stem))
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        mining = mining_for(sampler, args, centres)
+        model = copy.deepcopy(warm)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+        mining = model_mining(sampler, args, model, batches[:-1])
 
         def step() -> None:
-            out = itm_step(model, mining, images, tokens, lengths, ids)
+            out = itm_step(model, mining, *batches[-1])
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
@@ -151,17 +203,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--dim", type=int, default=1024, help="joint embedding width (VSE++: 1024)")
     parser.add_argument("--memory", type=int, default=8192)
-    parser.add_argument("--rounds", type=int, default=5, help="alternations of the two samplers")
-    parser.add_argument("--repeats", type=int, default=10, help="steps per sampler and round")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per sampler and measurement")
+    parser.add_argument("--warmup-steps", type=int, default=40,
+                        help="hardest-negative training steps of the demo model before the whole-step timing")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 avoids spin-wait stalls on a shared, busy CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"B={args.batch_size}, D={args.dim}, memory={args.memory}, {args.threads} thread(s), "
-          f"median of {args.rounds * args.repeats} steps each\n")
+          f"median of {args.steps} steps each\n")
     print("| measured | FNE ms/step | hardest ms/step | FNE / hardest |\n|---|---|---|---|")
-    for name, make in (("sampler + loss (+ backward)", loss_part(args)), ("whole step (demo model)", whole_step(args))):
-        result = bench(make, args.rounds, args.repeats)
+    measures = (("negative choice only (one direction)", choice_only(args)),
+                ("sampler + loss, both directions (+ backward)", loss_part(args)),
+                ("whole step (demo model, + backward + Adam)", whole_step(args)))
+    for name, make in measures:
+        result = bench(make, args.steps)
         print(f"| {name} | {1000 * result['fne']:.2f} | {1000 * result['hardest']:.2f} | "
               f"{result['fne'] / result['hardest']:.3f} |", flush=True)
 

@@ -7,9 +7,10 @@ captions; COCO's Karpathy test has images with more than 5).
 * image-to-text: the rank of an image is the rank of the *best* of its captions;
 * text-to-image: the rank of a caption is the rank of its one image.
 
-Ranks are 0-based and pessimistic about ties: a wrong candidate scoring exactly as
-high as the right one counts as ranked before it, so a constant (collapsed) similarity
-matrix scores no better than chance would.
+Ranks are 0-based; ties are broken by index, as a stable sort would: a wrong candidate
+scoring exactly as high as the right one is ranked before it when its index is lower.
+Identical captions of different images (frequent in the demo set) therefore share the
+ranks among them, and a constant (collapsed) similarity matrix scores at chance.
 """
 
 from __future__ import annotations
@@ -38,18 +39,20 @@ def i2t_ranks(sims: Tensor, caption_image: Tensor) -> Tensor:
         caption_image: ``[N_cap]`` long, the image of each caption.
 
     Returns:
-        ``[N_img]`` long, 0-based: the number of *other* images' captions scoring at least
-        as high as the image's best caption. An image without captions gets ``N_cap``.
+        ``[N_img]`` long, 0-based: the captions of other images scoring higher than the
+        image's best caption, plus those scoring the same with a lower index. An image
+        without captions gets ``N_cap``.
     """
     _check(sims, caption_image)
-    num_images = sims.shape[0]
+    num_images, num_captions = sims.shape
+    columns = torch.arange(num_captions, device=sims.device)
     own_sims = sims.gather(0, caption_image.unsqueeze(0)).squeeze(0)  # [N_cap], sim to its own image
-    best_own = sims.new_full((num_images,), float("-inf")).scatter_reduce(0, caption_image, own_sims, "amax")
-    ties_own = torch.zeros(num_images, dtype=torch.long, device=sims.device).scatter_add_(
-        0, caption_image, (own_sims >= best_own[caption_image]).long()
-    )  # own captions at the best score (>= 1 for an image with captions)
-    ranks = (sims >= best_own.unsqueeze(1)).sum(dim=1) - ties_own
-    return torch.where(torch.isinf(best_own), sims.shape[1], ranks)
+    best = sims.new_full((num_images,), float("-inf")).scatter_reduce(0, caption_image, own_sims, "amax")
+    at_best = torch.where(own_sims == best[caption_image], columns, num_captions)
+    first_best = torch.full((num_images,), num_captions, device=sims.device).scatter_reduce(0, caption_image, at_best, "amin")
+    best = best.unsqueeze(1)
+    ranks = (sims > best).sum(dim=1) + ((sims == best) & (columns < first_best.unsqueeze(1))).sum(dim=1)
+    return torch.where(first_best == num_captions, num_captions, ranks)
 
 
 def t2i_ranks(sims: Tensor, caption_image: Tensor) -> Tensor:
@@ -60,12 +63,13 @@ def t2i_ranks(sims: Tensor, caption_image: Tensor) -> Tensor:
         caption_image: ``[N_cap]`` long, the image of each caption.
 
     Returns:
-        ``[N_cap]`` long, 0-based: the number of other images scoring at least as high
-        for that caption as its own image.
+        ``[N_cap]`` long, 0-based: the other images scoring higher for that caption than
+        its own image, plus those scoring the same with a lower index.
     """
     _check(sims, caption_image)
-    own_sim = sims.gather(0, caption_image.unsqueeze(0))  # [1, N_cap]
-    return (sims >= own_sim).sum(dim=0) - 1
+    own = sims.gather(0, caption_image.unsqueeze(0))  # [1, N_cap]
+    rows = torch.arange(sims.shape[0], device=sims.device).unsqueeze(1)
+    return (sims > own).sum(dim=0) + ((sims == own) & (rows < caption_image.unsqueeze(0))).sum(dim=0)
 
 
 def recall_at(ranks: Tensor, ks: tuple[int, ...] = KS) -> list[float]:

@@ -42,7 +42,9 @@ def cmd_itm_train(args: argparse.Namespace) -> int:
 def cmd_itm_eval(args: argparse.Namespace) -> int:
     from ifnd.itm.evaluate import evaluate_checkpoint
 
-    metrics, path = evaluate_checkpoint(args.checkpoint, args.split, args.folds, args.overrides)
+    from ifnd.train.pretrain import pick_device
+
+    metrics, path = evaluate_checkpoint(args.checkpoint, args.split, args.folds, args.overrides, pick_device(args.device))
     rows = [(f"{args.split}, {args.folds}-fold mean" if args.folds > 1 else args.split, metrics)]
     if args.folds > 1:
         rows.append((f"{args.split}, full set", metrics["full"]))
@@ -67,4 +69,5 @@ def add_subcommands(sub: Any) -> None:
                    help="also report the mean over this many contiguous image folds (5 = COCO 5-fold 1K)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a stored config key, e.g. --set data.root=/new/place (repeatable)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to embed (auto: cuda when available)")
     p.set_defaults(func=cmd_itm_eval)
