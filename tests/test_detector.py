@@ -9,7 +9,8 @@ from ifnd.falseneg.detector import FalseNegativeDetector
 
 
 def _cfg(**detection):
-    return resolve({"train": {"epochs": 10}, "detection": {"warmup_epochs": 2, "cluster_every": 2, **detection}})
+    return resolve({"train": {"epochs": 10},
+                    "detection": {"warmup_epochs": 2, "cluster_every": 2, "kmeans_init": "kmeans++", **detection}})
 
 
 def _blobs(n_per=20, classes=3, dim=8, seed=0):
