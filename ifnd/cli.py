@@ -7,6 +7,8 @@ Commands:
     knn        weighted kNN on frozen features
     semisup    fine-tune on a 1% / 10% class-balanced labelled subset
     report     markdown table and training-curve plots of several runs
+    itm-train  image-text matching with FNE or hardest-negative triplet loss
+    itm-eval   image-text retrieval R@1/5/10 and RSUM
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Sequence
 
 from ifnd.config import ConfigError, defaults_yaml, load_config
 from ifnd.eval import commands as eval_commands
+from ifnd.itm import commands as itm_commands
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -71,13 +74,23 @@ def print_table(cfg: Any, metrics: dict[str, Any], rows: list[tuple[str, float]]
         print(f"| {name} | {value:.2f} |")
 
 
+def config_schemas() -> dict:
+    """Config schema of each kind of job."""
+    from ifnd.config import SCHEMA
+    from ifnd.eval.schema import EVAL_SCHEMA
+    from ifnd.itm.schema import ITM_SCHEMA
+
+    return {"pretrain": SCHEMA, "eval": EVAL_SCHEMA, "itm": ITM_SCHEMA}
+
+
 def cmd_config(args: argparse.Namespace) -> int:
+    schema = config_schemas()[args.kind]
     if args.defaults:
-        print(defaults_yaml(), end="")
+        print(defaults_yaml(schema), end="")
     else:
         import yaml
 
-        print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+        print(yaml.safe_dump(load_config(args.config, args.overrides, schema=schema).to_dict(), sort_keys=False), end="")
     return 0
 
 
@@ -92,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config, or every key's default")
     _add_config_args(p)
     p.add_argument("--defaults", action="store_true", help="every key with its default and documentation")
+    p.add_argument("--kind", choices=["pretrain", "eval", "itm"], default="pretrain",
+                   help="which job's keys: pretrain (default), eval (linear/knn/semisup) or itm (itm-train)")
     p.set_defaults(func=cmd_config)
     eval_commands.add_subcommands(sub)
+    itm_commands.add_subcommands(sub)
     return parser
 
 

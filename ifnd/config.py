@@ -194,7 +194,7 @@ def _unknown_key_error(key: str, where: str, schema: dict[str, Option]) -> Confi
 
     close = difflib.get_close_matches(key, schema.keys(), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r} in {where}.{hint} Known keys: python -m ifnd config --defaults")
+    return ConfigError(f"unknown config key {key!r} in {where}.{hint} Known keys: python -m ifnd config --defaults [--kind pretrain|eval|itm]")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -55,14 +55,14 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    from ifnd.eval.schema import EVAL_SCHEMA
+    from ifnd.cli import config_schemas
 
+    schemas = config_schemas()
     files = sorted((ROOT / "configs").glob("*.yaml"))
     assert files
     for path in files:
-        schema = EVAL_SCHEMA if path.name.startswith("eval_") else SCHEMA
-        if not path.name.startswith("itm_"):
-            load_config(path, schema=schema)
+        kind = path.name.split("_")[0] if path.name.startswith(("eval_", "itm_")) else "pretrain"
+        load_config(path, schema=schemas[kind])
 
 
 def test_default_yaml_is_generated_from_the_schema():

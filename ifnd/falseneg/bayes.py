@@ -11,7 +11,8 @@ pretraining (candidates: the queue, positives: same dataset id):
 3. :func:`false_negative_probability` applies Bayes' rule with a small prior;
 4. :func:`sampling_weights` turns similarities into sampling weights (closeness kernel,
    false-negative down-weighting, cut-down of easy negatives and known positives);
-5. :func:`sample_negatives` draws ``k`` negatives per anchor by ``torch.multinomial``.
+5. :func:`sample_negatives` draws ``k`` negatives per anchor in proportion to the weights
+   (a two-level inverse CDF; ``torch.multinomial`` for draws without replacement).
 
 :class:`FNESampler` bundles them, with a hardest-negative (VSE++) warm-up.
 
