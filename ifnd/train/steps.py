@@ -71,8 +71,8 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdQueue, x1, x2, ids,
     masks = detector.masks(ids, queue_ids)
     if masks is not None:  # column 0 (the own key) is the positive, never a false negative
         masks = torch.cat([torch.zeros_like(masks[:, :, :1]), masks], dim=2)
-    if sampler is not None:
-        sampler.update_stats((q1 @ k2.T).detach())
+    if sampler is not None:  # statistics of the global batch: the same on every rank
+        sampler.update_stats(dist.gather(q1.detach()) @ dist.gather(k2).T)
     use_fne = sampler is not None and not sampler.in_warmup and len(queue_ids) > 0
     losses = []
     for q, k in ((q1, k2), (q2, k1)):
