@@ -40,7 +40,7 @@ def bench_method(method: str, args: argparse.Namespace, device: torch.device) ->
     num_samples = 50_000
     cfg = resolve({
         "method": method,
-        "model": {"backbone": args.backbone, "cifar_stem": args.image_size <= 64},
+        "model": {"backbone": args.backbone, "cifar_stem": args.stem == "cifar"},
         "moco": {"queue_size": args.queue},
         "train": {"batch_size": args.batch_size},
         "detection": {"mode": args.detection, "num_clusters": [100, 500, 1000]},
@@ -101,6 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet18", choices=["small_cnn", "resnet18", "resnet50"])
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"],
+                        help="ResNet first layer: 3x3 stride 1 (cifar) or 7x7 stride 2 + max-pool (imagenet)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--queue", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=3)
@@ -113,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} backbone={args.backbone} "
-          f"size={args.image_size} batch={args.batch_size} detection={args.detection}\n")
+          f"stem={args.stem} size={args.image_size} batch={args.batch_size} detection={args.detection}\n")
     print("| method | images/s | peak memory (MiB) |\n|---|---|---|")
     for method in args.methods.split(","):
         result = bench_method(method, args, device)
