@@ -31,11 +31,14 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ifnd.train import distributed as dist
     from ifnd.train.pretrain import Trainer
 
     cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg, resume=args.resume)
     metrics = trainer.fit()
+    if not dist.is_main():  # the kNN figures and the table come from rank 0
+        return 0
     rows = [("pretrained encoder", metrics["knn_top1"])]
     if cfg.knn.baselines and trainer.test_src is not None:
         rows += knn_baseline_rows(trainer)

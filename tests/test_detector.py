@@ -89,3 +89,16 @@ def test_state_round_trip_and_mismatch():
 def test_too_many_clusters_is_a_config_error():
     with pytest.raises(ConfigError, match="exceed"):
         FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[100]), 60, 8, None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_masks_follow_each_new_table():
+    feats, labels = _blobs()
+    det = FalseNegativeDetector(_cfg(mode="oracle"), 60, 8, labels)
+    det.run_round(2)
+    ids = torch.arange(60, device="cuda")
+    first = det.masks(ids, ids)
+    assert first.is_cuda and first.any()
+    table = det.table_state()
+    det.load_table({**table, "labels": torch.full_like(table["labels"], -1)})  # nothing accepted any more
+    assert not det.masks(ids, ids).any()

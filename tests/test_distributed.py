@@ -1,9 +1,11 @@
 """torchrun with 2 CPU processes (gloo) against 1 process on the same global batch."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,41 +22,69 @@ COMMON = [
 ]
 
 
-def _run(out: Path, nproc: int, batch: int, method: str, extra: list[str] = ()) -> subprocess.CompletedProcess:
+def _launch(nproc: int, command: str, sets: list[str], out: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    """``python -m ifnd COMMAND`` in 1 process, or under torchrun with ``nproc`` gloo processes."""
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    sets = [f"--set={s}" for s in [*COMMON, f"method={method}", f"train.batch_size={batch}", f"output_dir={out}"]]
-    args = [*sets, *extra]
-    return subprocess.run([*launcher, "-m", "ifnd", "pretrain", *args], cwd=ROOT, capture_output=True, text=True,
+    args = [*(f"--set={s}" for s in [*sets, f"output_dir={out}"]), *extra]
+    done = subprocess.run([*launcher, "-m", "ifnd", command, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(out.parent)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _run(out: Path, nproc: int, batch: int, method: str, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    return _launch(nproc, "pretrain", [*COMMON, f"method={method}", f"train.batch_size={batch}"], out, extra)
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.allclose(value.float(), b[key].float(), atol=1e-4), key
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_two_processes_match_one_process(tmp_path, method):
     # simclr clusters the bank of training embeddings, moco an extra pass sharded over ranks
     features = ["--set=detection.features=" + ("bank" if method == "simclr" else "pass")]
-    single = _run(tmp_path / "single", 1, 32, method, features)
-    assert single.returncode == 0, single.stderr[-3000:]
-    double = _run(tmp_path / "double", 2, 16, method, features)
-    assert double.returncode == 0, double.stderr[-3000:]
+    _run(tmp_path / "single", 1, 32, method, features)
+    _run(tmp_path / "double", 2, 16, method, features)
     a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "double" / "checkpoints" / "last.pt")
     assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])  # same pseudo-labels
     losses_a = [h["loss"] for h in a["history"]]
     losses_b = [h["loss"] for h in b["history"]]
     assert losses_a == pytest.approx(losses_b, abs=1e-4)
-    for key, value in a["model"].items():
-        assert torch.allclose(value.float(), b["model"][key].float(), atol=1e-4), key
+    _assert_same_weights(a["model"], b["model"])
 
 
 def test_distributed_run_resumes(tmp_path):
     out = tmp_path / "run"
-    first = _run(out, 2, 16, "moco", ["--set=train.epochs=1"])
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = _run(out, 2, 16, "moco", ["--set=train.epochs=2", "--resume=auto"])
-    assert second.returncode == 0, second.stderr[-3000:]
+    _run(out, 2, 16, "moco", ["--set=train.epochs=1"])
+    _run(out, 2, 16, "moco", ["--set=train.epochs=2", "--resume=auto"])
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_two_nodes_match_one_process(tmp_path):
+    """Two torchrun agents joined by a c10d rendezvous, as on two machines (here both on localhost)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sets = [*COMMON, "method=moco", "train.epochs=2", "detection.features=pass", "train.batch_size=16",
+            f"output_dir={tmp_path / 'nodes'}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "ifnd-test"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    nodes = [subprocess.Popen([*launcher, "-m", "ifnd", "pretrain", *(f"--set={s}" for s in sets)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [node.communicate(timeout=600)[1] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), errors[0][-3000:] + errors[1][-3000:]
+    _run(tmp_path / "single", 1, 32, "moco", ["--set=train.epochs=2", "--set=detection.features=pass"])
+    a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "nodes" / "checkpoints" / "last.pt")
+    assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])
+    _assert_same_weights(a["model"], b["model"])
 
 
 def test_single_process_helpers_are_identities():
@@ -65,3 +95,73 @@ def test_single_process_helpers_are_identities():
     assert out[4].tolist() == [0.0, 1.0] and out[0].tolist() == [2.0, 3.0] and out[1].tolist() == [0.0, 0.0]
     assert dist.local_rows(2, 3).tolist() == [0, 1, 2, 3, 4, 5]
     assert dist.sum_ints([1, 2]) == [1, 2] and dist.world_size() == 1 and dist.is_main()
+
+
+# ---------------------------------------------------------------- image-text matching (itm-train)
+
+WORDS = ["red", "green", "blue", "small", "large", "round", "square", "thin", "bold", "dark"]
+
+
+def _write_features(root: Path, split: str, num_images: int, seed: int) -> None:
+    """``{split}_ims.npy [N, 8]`` and 5 captions per image whose words depend on the image's class."""
+    rng = np.random.default_rng(seed)
+    classes = np.arange(num_images) % 4
+    feats = rng.normal(size=(num_images, 8)).astype(np.float32) + classes[:, None]
+    captions = [" ".join(rng.choice(WORDS[c:c + 5], size=4)) for c in classes for _ in range(5)]
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / f"{split}_ims.npy", feats)
+    (root / f"{split}_caps.txt").write_text("\n".join(captions) + "\n")
+
+
+def _itm_sets(root: Path, batch: int, *extra: str) -> list[str]:
+    return ["device=cpu", "data.name=features", f"data.root={root}", "data.num_workers=0", "text.min_count=1",
+            "text.word_dim=8", "text.hidden_dim=8", "model.embed_dim=16", "model.feature_hidden_dim=16",
+            "negatives.memory_size=64", "negatives.min_positives=4", "train.lr=0.002", "train.eval_batch_size=64",
+            f"train.batch_size={batch}", *extra]
+
+
+@pytest.fixture(scope="module")
+def itm_features(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("itm_features")
+    _write_features(root, "train", 40, seed=0)  # 200 pairs: 6 global batches of 32
+    _write_features(root, "val", 12, seed=1)
+    return root
+
+
+def test_itm_two_processes_match_one_process_and_resume(tmp_path, itm_features):
+    # hardest negatives among the gathered batch plus the memory: deterministic, so comparable
+    sets = ("negatives.sampler=hardest",)
+    _launch(1, "itm-train", _itm_sets(itm_features, 32, "train.epochs=2", *sets), tmp_path / "single")
+    double = tmp_path / "double"
+    _launch(2, "itm-train", _itm_sets(itm_features, 16, "train.epochs=1", *sets), double)
+    _launch(2, "itm-train", _itm_sets(itm_features, 16, "train.epochs=2", *sets), double, ["--resume=auto"])
+    a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    b = load_checkpoint(double / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], abs=1e-4)
+    assert a["history"][-1]["val/rsum"] == pytest.approx(b["history"][-1]["val/rsum"], abs=1e-3)
+    _assert_same_weights(a["model"], b["model"])
+    assert torch.equal(a["mining"]["memory.ids"], b["mining"]["memory.ids"])  # the ids of both ranks, in order
+    assert torch.allclose(a["mining"]["memory.text_feats"], b["mining"]["memory.text_feats"], atol=1e-4)
+
+
+def test_itm_fne_statistics_cover_the_global_batch(tmp_path, itm_features):
+    sets = ("negatives.sampler=fne", "negatives.warmup_epochs=1", "train.epochs=1", "data.val_split=")
+    _launch(1, "itm-train", _itm_sets(itm_features, 32, *sets), tmp_path / "single")
+    _launch(2, "itm-train", _itm_sets(itm_features, 16, *sets), tmp_path / "double")
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt")["mining"] for d in ("single", "double"))
+    stats = [key for key in a if key.startswith("sampler.stats.")]
+    assert stats and int(a["sampler.stats.count"].sum()) > 0
+    for key in stats:
+        assert torch.allclose(a[key].double(), b[key].double(), atol=1e-4), key
+
+
+def test_rank_batches_and_local_first():
+    from ifnd.itm.train import rank_batches
+    from ifnd.train import distributed as dist
+
+    order = torch.arange(12)  # 2 global batches of 2 ranks x 3
+    assert rank_batches(order, 3, 2, 0).tolist() == [0, 1, 2, 6, 7, 8]
+    assert rank_batches(order, 3, 2, 1).tolist() == [3, 4, 5, 9, 10, 11]
+    assert rank_batches(order, 6, 1, 0).tolist() == order.tolist()
+    assert torch.equal(dist.local_first(order), order)  # one process: nothing moves

@@ -6,7 +6,10 @@ pipeline's own rate separately (``--loader``).
 
     python tools/bench_pretrain.py                       # ResNet-18, 32 px, batch 256
     python tools/bench_pretrain.py --backbone small_cnn --image-size 28
-    python tools/bench_pretrain.py --detection ifnd      # with a 3-level label table
+    python tools/bench_pretrain.py --detection none,ifnd # also with a 3-level label table, and the ratio
+    # ImageNet-sized MoCo v2 on a GPU (bf16 autocast and channels_last, as in training):
+    python tools/bench_pretrain.py --backbone resnet50 --image-size 224 --stem imagenet --methods moco \
+        --queue 65536 --steps 200 --warmup 20 --detection none,ifnd --num-samples 1281167 --clusters 25000,50000,100000
     python tools/bench_pretrain.py --loader              # also the lightly transform + loader rate
 """
 
@@ -36,29 +39,33 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_method(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    num_samples = 50_000
+def bench_method(method: str, detection: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    num_samples, clusters = args.num_samples, [int(k) for k in args.clusters.split(",")]
     cfg = resolve({
         "method": method,
         "model": {"backbone": args.backbone, "cifar_stem": args.stem == "cifar"},
         "moco": {"queue_size": args.queue},
         "train": {"batch_size": args.batch_size},
-        "detection": {"mode": args.detection, "num_clusters": [100, 500, 1000]},
+        "detection": {"mode": detection, "num_clusters": clusters},
     })
     torch.manual_seed(0)
-    model = build_model(cfg).to(device)
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    model = build_model(cfg).to(device, memory_format=memory_format)
     queue = IdQueue(args.queue, cfg.model.proj_dim).to(device) if method == "moco" else None
     optimizer = build_optimizer(model.parameters(), cfg, lr=0.03)
     detector = FalseNegativeDetector(cfg, num_samples, cfg.model.proj_dim, None)
-    if args.detection == "ifnd":  # a filled table, as after a round
-        detector.labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in (100, 500, 1000)])
+    if detection == "ifnd":  # a filled table, as after a round
+        detector.labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
         detector.last_round = 0
     if queue is not None:
         queue.enqueue(torch.nn.functional.normalize(torch.randn(args.queue, cfg.model.proj_dim)).to(device),
                       torch.randint(0, num_samples, (args.queue,)))
     shape = (args.batch_size, 3, args.image_size, args.image_size)
-    x1, x2 = torch.randn(shape, device=device), torch.randn(shape, device=device)
-    amp = device.type == "cuda"
+    x1, x2 = (torch.randn(shape, device=device).contiguous(memory_format=memory_format) for _ in range(2))
+    amp = cuda
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> None:
         ids = torch.randint(0, num_samples, (args.batch_size,), device=device)
@@ -107,19 +114,31 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--detection", default="none", choices=["none", "ifnd"])
+    parser.add_argument("--detection", default="none",
+                        help="none, ifnd, or none,ifnd (each method both ways, and the time ratio)")
+    parser.add_argument("--num-samples", type=int, default=50_000, help="data set size the IFND label table covers")
+    parser.add_argument("--clusters", default="100,500,1000", help="k of each IFND granularity")
     parser.add_argument("--methods", default="simclr,moco")
     parser.add_argument("--loader", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    detections = args.detection.split(",")
+    if not set(detections) <= {"none", "ifnd"}:
+        parser.error(f"--detection takes none, ifnd or none,ifnd; got {args.detection}")
     device = torch.device(args.device)
-    print(f"device={device} threads={torch.get_num_threads()} backbone={args.backbone} "
-          f"stem={args.stem} size={args.image_size} batch={args.batch_size} detection={args.detection}\n")
-    print("| method | images/s | peak memory (MiB) |\n|---|---|---|")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"device={name} backbone={args.backbone} stem={args.stem} size={args.image_size} batch={args.batch_size} "
+          f"queue={args.queue} samples={args.num_samples} clusters={args.clusters} steps={args.steps}\n")
+    print("| method | detection | images/s | peak memory (MiB) |\n|---|---|---|---|")
     for method in args.methods.split(","):
-        result = bench_method(method, args, device)
-        print(f"| {method} | {result['images_per_s']:.1f} | {result['peak_mb']:.0f} |", flush=True)
+        rates = {}
+        for detection in detections:
+            result = bench_method(method, detection, args, device)
+            rates[detection] = result["images_per_s"]
+            print(f"| {method} | {detection} | {result['images_per_s']:.1f} | {result['peak_mb']:.0f} |", flush=True)
+        if len(rates) == 2:
+            print(f"| {method} | step time ifnd / none | {rates['none'] / rates['ifnd']:.3f} | |", flush=True)
     if args.loader:
         print(f"\ndata pipeline (two lightly views, {args.workers} workers): {bench_loader(args):.0f} images/s")
 

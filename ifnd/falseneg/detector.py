@@ -62,6 +62,7 @@ class FalseNegativeDetector:
         self.bank_filled = torch.zeros(num_samples, dtype=torch.bool)
         self.last_round = -1
         self.share = 0.0
+        self._device_labels: torch.Tensor | None = None  # the table on the training device, once per round
 
     @property
     def enabled(self) -> bool:
@@ -130,6 +131,7 @@ class FalseNegativeDetector:
             self.labels[level] = accept_most_confident(assign, conf, self.share)
             self.confidence[level] = conf
         self.last_round = epoch
+        self._device_labels = None
         return self._round_stats(assignments)
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
@@ -154,8 +156,9 @@ class FalseNegativeDetector:
         """False-negative masks ``[L, B, M]`` bool, or None before the first round / in mode none."""
         if not self.active:
             return None
-        labels = self.labels.to(anchor_ids.device)
-        return false_negative_mask(anchor_ids, candidate_ids, labels)
+        if self._device_labels is None or self._device_labels.device != anchor_ids.device:
+            self._device_labels = self.labels.to(anchor_ids.device)  # [L, N]: not copied again every step
+        return false_negative_mask(anchor_ids, candidate_ids, self._device_labels)
 
     def table_state(self) -> dict[str, Any]:
         """The label table and round position, without the (large) embedding bank."""
@@ -174,6 +177,7 @@ class FalseNegativeDetector:
                 "the data set or detection.num_clusters changed"
             )
         self.labels.copy_(state["labels"])
+        self._device_labels = None
         self.confidence.copy_(state["confidence"])
         self.centroids = list(state["centroids"])
         self.last_round = int(state["last_round"])

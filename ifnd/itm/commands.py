@@ -29,9 +29,12 @@ def cmd_itm_train(args: argparse.Namespace) -> int:
     from ifnd.config import load_config
     from ifnd.itm.schema import ITM_SCHEMA
     from ifnd.itm.train import itm_train
+    from ifnd.train import distributed as dist
 
     cfg = load_config(args.config, args.overrides, schema=ITM_SCHEMA)
     metrics = itm_train(cfg, resume=args.resume)
+    if not dist.is_main():
+        return 0
     print(f"\nrun: {cfg.output_dir}  sampler={cfg.negatives.sampler}  memory={cfg.negatives.use_memory}  "
           f"epochs={metrics['epochs_done']}  train time={metrics['train_time_s']:.0f}s")
     if metrics["val"]:

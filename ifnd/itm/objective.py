@@ -87,13 +87,18 @@ def similarities(images: Tensor, texts: Tensor, candidates: Candidates) -> tuple
     return images @ candidates.texts.T, texts @ candidates.images.T
 
 
-def in_batch_similarity(i2t: Tensor, t2i: Tensor) -> Tensor:
-    """The ``[B, B]`` in-batch block shared by both directions: ``(i2t[:, :B] + t2i[:, :B].T) / 2``.
+def in_batch_similarity(images: Tensor, texts: Tensor, momentum_images: Tensor, momentum_texts: Tensor) -> Tensor:
+    """The ``[G, G]`` in-batch block of both directions, measured like the loss (online x momentum).
 
-    Row ``i`` is image ``i``, column ``j`` caption ``j``; the diagonal holds the pairs.
+    Args:
+        images, texts: ``[G, E]`` online embeddings of ``G`` pairs (the global batch under DDP).
+        momentum_images, momentum_texts: ``[G, E]`` momentum embeddings of the same pairs.
+
+    Returns:
+        ``(images @ momentum_texts.T + (texts @ momentum_images.T).T) / 2``: row ``i`` is
+        image ``i``, column ``j`` caption ``j``; the diagonal holds the pairs.
     """
-    size = i2t.shape[0]
-    return (i2t[:, :size] + t2i[:, :size].T) / 2
+    return (images @ momentum_texts.T + (texts @ momentum_images.T).T) / 2
 
 
 def directional_triplet(

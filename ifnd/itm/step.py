@@ -1,7 +1,15 @@
 """One image-text matching step: momentum update, embeddings, FNE statistics, loss, memory.
 
-The FNE statistics are fed the in-batch block of the scored similarities
+The FNE statistics are fed the in-batch block of the similarities
 (:func:`~ifnd.itm.objective.in_batch_similarity`), before the negatives are chosen.
+
+Under DDP each rank embeds its share of the global batch; the momentum embeddings and
+image ids of all ranks are gathered, so the candidates, the statistics (the global
+in-batch block) and the memory are the same as one process would have on the global
+batch, and the memory is identical on every rank. The candidates start with this
+rank's own pairs (:func:`~ifnd.train.distributed.local_first`), so anchor ``i``'s
+positive stays in column ``i``. Gradients flow only through the local online anchors,
+and DDP's gradient mean over ranks equals one process's mean over the global batch.
 
 :class:`NegativeMining` holds everything about negatives (which selector, the FNE
 sampler with its statistics and warm-up, the memory, the draw generator), so the
@@ -10,7 +18,7 @@ training loop and the step benchmark run exactly the same code.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +37,7 @@ from ifnd.itm.objective import (
     itm_triplet_loss,
     similarities,
 )
+from ifnd.train import distributed as dist
 
 
 class NegativeMining(nn.Module):
@@ -59,10 +68,13 @@ class NegativeMining(nn.Module):
         self.generator = torch.Generator()
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "NegativeMining":
+    def from_config(cls, cfg: Any, world_size: int = 1) -> "NegativeMining":
+        """``cfg.negatives``; the memory must hold the global batch of ``world_size`` ranks."""
         neg = cfg.negatives
-        if neg.use_memory and neg.memory_size < cfg.train.batch_size:
-            raise ConfigError(f"negatives.memory_size={neg.memory_size} must be >= train.batch_size={cfg.train.batch_size}")
+        global_batch = cfg.train.batch_size * world_size
+        if neg.use_memory and neg.memory_size < global_batch:
+            raise ConfigError(f"negatives.memory_size={neg.memory_size} must be >= the global batch "
+                              f"(train.batch_size={cfg.train.batch_size} x {world_size} processes = {global_batch})")
         sampler = FNESampler(
             SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
             fn_threshold=neg.fn_threshold, cut_down=neg.cut_down, cut_margin=neg.cut_margin,
@@ -71,10 +83,11 @@ class NegativeMining(nn.Module):
         memory = MomentumMemory(neg.memory_size, cfg.model.embed_dim) if neg.use_memory else None
         return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum, cfg.seed)
 
-    def start_epoch(self, epoch: int) -> None:
-        """Set the sampler's epoch, reset its statistics, reseed the draws from ``(seed, epoch)``."""
+    def start_epoch(self, epoch: int, rank: int = 0) -> None:
+        """Set the sampler's epoch, reset its statistics, reseed the draws from ``(seed, epoch, rank)``."""
         self.sampler.start_epoch(epoch)
-        self.generator = torch.Generator(device=self.sampler.epoch.device).manual_seed(self.seed * 100_003 + epoch)
+        seed = self.seed * 100_003 + epoch + rank * 1_000_003
+        self.generator = torch.Generator(device=self.sampler.epoch.device).manual_seed(seed)
 
     @property
     def candidate_memory(self) -> MomentumMemory | None:
@@ -90,8 +103,9 @@ class NegativeMining(nn.Module):
 
 
 def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Tensor, lengths: Tensor,
-             ids: Tensor) -> TripletOutput:
-    """Loss of one batch of ``B`` pairs; afterwards the batch's momentum embeddings are in the memory.
+             ids: Tensor, forward: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+             ) -> TripletOutput:
+    """Loss of this rank's ``B`` pairs; afterwards the global batch's momentum embeddings are in the memory.
 
     Args:
         model: online and momentum encoders (the momentum ones are updated first).
@@ -99,15 +113,19 @@ def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Te
         images: ``[B, 3, S, S]`` images or ``[B, (R,) D]`` features.
         tokens: ``[B, L]`` caption token ids; lengths: ``[B]``.
         ids: ``[B]`` image ids.
+        forward: the online forward (``model`` wrapped in DDP); default ``model`` itself.
     """
     model.momentum_update(mining.momentum)
-    image_emb, text_emb = model(images, tokens, lengths)
-    image_mom, text_mom = model.momentum_forward(images, tokens, lengths)
-    candidates = gather_candidates(image_mom, text_mom, ids, mining.candidate_memory)
+    image_emb, text_emb = (forward or model)(images, tokens, lengths)
+    image_mom, text_mom = (dist.gather(t) for t in model.momentum_forward(images, tokens, lengths))
+    all_ids = dist.gather(ids)
+    if mining.kind == "fne":  # the global batch's statistics: the same on every rank
+        online = (dist.gather(t.detach()) for t in (image_emb, text_emb))
+        mining.sampler.update_stats(in_batch_similarity(*online, image_mom, text_mom))
+    candidates = gather_candidates(dist.local_first(image_mom), dist.local_first(text_mom), dist.local_first(all_ids),
+                                   mining.candidate_memory)
     i2t, t2i = similarities(image_emb, text_emb, candidates)
-    if mining.kind == "fne":
-        mining.sampler.update_stats(in_batch_similarity(i2t, t2i))
     out = itm_triplet_loss(i2t, t2i, candidates.ids, ids, mining.selector(), mining.margin)
     if mining.memory is not None:
-        mining.memory.enqueue(image_mom, text_mom, ids)
+        mining.memory.enqueue(image_mom, text_mom, all_ids)
     return out

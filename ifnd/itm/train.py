@@ -5,8 +5,14 @@ builds or restores the vocabulary, model, negative mining and optimizer, then
 :meth:`ITMTrainer.fit` loops over epochs: :meth:`~ITMTrainer.train_one_epoch`
 (one :func:`~ifnd.itm.step.itm_step` per batch), validation R@K, an atomic checkpoint
 (``last.pt``, and ``best.pt`` on a better validation RSUM) and ``metrics.json``.
-Runs resume at epoch boundaries (``--resume auto``); the caption order and the
-negative draws of an epoch depend only on ``(seed, epoch)``.
+Runs resume at epoch boundaries (``--resume auto``); the caption order of an epoch
+depends only on ``(seed, epoch)``, its augmentations and negative draws only on
+``(seed, epoch, rank)``.
+
+Under ``torchrun`` every rank takes ``train.batch_size`` pairs of each global batch
+(:func:`rank_batches`) and :func:`~ifnd.itm.step.itm_step` gathers the momentum
+embeddings of all ranks; rank 0 validates, logs and writes checkpoints. Adam's
+``train.lr`` is not rescaled with the global batch.
 """
 
 from __future__ import annotations
@@ -41,14 +47,8 @@ from ifnd.itm.model import (
 )
 from ifnd.itm.step import NegativeMining, itm_step
 from ifnd.itm.text import Vocabulary
-from ifnd.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    resolve_resume,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from ifnd.train import distributed as dist
+from ifnd.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
 from ifnd.train.pretrain import TrainingDiverged, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,21 @@ def lr_at_epoch(epoch: int, base_lr: float, decay: float, milestones: list[int])
     return base_lr * decay ** sum(epoch >= m for m in milestones)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Seed of one rank's randomness in one epoch (rank 0 also orders the captions with it)."""
+    return seed * 100_003 + epoch + rank * 1_000_003
+
+
+def rank_batches(order: torch.Tensor, batch_size: int, world_size: int, rank: int) -> torch.Tensor:
+    """This rank's share of an epoch's ``order [steps * world_size * batch_size]``.
+
+    Global batch ``s`` is ``order[s * G:(s + 1) * G]`` with ``G = world_size * batch_size``;
+    rank ``r`` takes its ``r``-th block of ``batch_size``, so gathering the ranks' batches in
+    rank order gives back the global batch. Returns ``[steps * batch_size]``.
+    """
+    return order.view(-1, world_size, batch_size)[:, rank].reshape(-1)
+
+
 def check_resumable(saved: dict[str, Any], cfg: Config) -> None:
     """Refuse a checkpoint whose :data:`RESUME_KEYS` differ from the current config."""
     saved_cfg = Config(saved)
@@ -83,7 +98,8 @@ class ITMTrainer:
 
     def __init__(self, cfg: Config, resume: str | None = None):
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
+        self.rank, self.world, local_rank = dist.init()
+        self.device = pick_device(cfg.device, local_rank)
         self.run_dir = Path(cfg.output_dir)
         seed_everything(cfg.seed)
         self.train_split = load_train_split(cfg)
@@ -103,23 +119,29 @@ class ITMTrainer:
         if pretrained is not None:
             load_backbone_weights(self.model, pretrained)
         self.model.to(self.device)
-        self.mining = NegativeMining.from_config(cfg).to(self.device)
+        self.ddp = dist.wrap_ddp(self.model, self.device)
+        self.mining = NegativeMining.from_config(cfg, self.world).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.pairs = PairDataset(self.train_split, image_transform(cfg, train=True), self.vocab)
-        self.steps_per_epoch = len(self.pairs) // cfg.train.batch_size
+        self.global_batch = cfg.train.batch_size * self.world
+        self.steps_per_epoch = len(self.pairs) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the {len(self.pairs)} training pairs")
+            raise ConfigError(f"the global batch (train.batch_size={cfg.train.batch_size} x {self.world} processes) "
+                              f"exceeds the {len(self.pairs)} training pairs")
 
         self.epoch, self.global_step, self.train_time = 0, 0, 0.0
         self.best_rsum = -math.inf
         self.history: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
-            log.info("resumed from %s at epoch %d", checkpoint, self.epoch)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            if dist.is_main():
+                log.info("resumed from %s at epoch %d", checkpoint, self.epoch)
+        self.writer = None
+        if dist.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _architecture(self) -> tuple[Architecture, dict[str, torch.Tensor] | None]:
         """The image side's architecture, and pretrained backbone weights when configured."""
@@ -143,7 +165,6 @@ class ITMTrainer:
             "best_rsum": self.best_rsum,
             "history": self.history,
             "train_time": self.train_time,
-            "rng": rng_state(),
             "config": self.cfg.to_dict(),
             "vocab": self.vocab.to_list(),
             "architecture": self.arch.to_dict(),
@@ -155,20 +176,18 @@ class ITMTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_rsum, self.history, self.train_time = state["best_rsum"], state["history"], state["train_time"]
-        set_rng_state(state["rng"])
 
     def save(self, name: str) -> None:
-        save_checkpoint(self._state(), self.run_dir / "checkpoints" / name)
+        if dist.is_main():
+            save_checkpoint(self._state(), self.run_dir / "checkpoints" / name)
+        dist.barrier()
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns what ``metrics.json`` holds."""
         try:
             while self.epoch < self.cfg.train.epochs:
-                record: dict[str, Any] = {"epoch": self.epoch, **self.train_one_epoch()}
-                if self.val_split is not None:
-                    val = evaluate_split(self.model, self.val_split, self.vocab, self.cfg, self.device)
-                    record.update({f"val/{k}": v for k, v in val.items() if k != "folds"})
+                record: dict[str, Any] = {"epoch": self.epoch, **self.train_one_epoch(), **self.validate()}
                 self.epoch += 1
                 self.history.append(record)
                 self.log_scalars(record, self.epoch, "epoch")
@@ -178,13 +197,26 @@ class ITMTrainer:
                     self.save("best.pt")
                 self.write_metrics()
         finally:
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
         return self.write_metrics()
 
+    def validate(self) -> dict[str, float]:
+        """``val/*`` R@K and RSUM, computed on rank 0 and sent to every rank (so all agree on best.pt)."""
+        if self.val_split is None:
+            return {}
+        val = {}
+        if dist.is_main():
+            metrics = evaluate_split(self.model, self.val_split, self.vocab, self.cfg, self.device)
+            val = {f"val/{k}": v for k, v in metrics.items() if k != "folds"}
+        return dist.broadcast_object(val)
+
     def _loader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.pairs), generator=generator)[: self.steps_per_epoch * self.cfg.train.batch_size]
-        return DataLoader(self.pairs, batch_size=self.cfg.train.batch_size, sampler=order.tolist(),
+        generator = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, self.epoch))
+        order = torch.randperm(len(self.pairs), generator=generator)[: self.steps_per_epoch * self.global_batch]
+        mine = rank_batches(order, self.cfg.train.batch_size, self.world, self.rank)
+        torch.manual_seed(epoch_seed(self.cfg.seed, self.epoch, self.rank))  # augmentations and loader workers
+        return DataLoader(self.pairs, batch_size=self.cfg.train.batch_size, sampler=mine.tolist(),
                           num_workers=self.cfg.data.num_workers, collate_fn=collate_pairs,
                           pin_memory=self.device.type == "cuda", drop_last=True)
 
@@ -193,16 +225,18 @@ class ITMTrainer:
         lr = lr_at_epoch(self.epoch, cfg.train.lr, cfg.train.lr_decay, cfg.train.lr_decay_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.mining.start_epoch(self.epoch)
+        self.mining.start_epoch(self.epoch, self.rank)
         labels = None if self.train_split.labels is None else torch.from_numpy(self.train_split.labels).to(self.device)
         self.model.train()
         loss_sum, same_class, drawn, start = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(self._loader(), desc=f"epoch {self.epoch}", total=self.steps_per_epoch, leave=False)
+        bar = tqdm(self._loader(), desc=f"epoch {self.epoch}", total=self.steps_per_epoch, leave=False,
+                   disable=not dist.is_main())
         for images, tokens, lengths, ids in bar:
             images, tokens, ids = (t.to(self.device, non_blocking=True) for t in (images, tokens, ids))
-            out = itm_step(self.model, self.mining, images, tokens, lengths, ids)
-            if not torch.isfinite(out.loss):
-                raise TrainingDiverged(f"loss is {out.loss.item()} at epoch {self.epoch}; lower train.lr, then --resume auto")
+            out = itm_step(self.model, self.mining, images, tokens, lengths, ids, self.ddp)
+            loss = dist.mean(out.loss).item()  # the global batch's loss, the same on every rank
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss} at epoch {self.epoch}; lower train.lr, then --resume auto")
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.train.grad_clip > 0:
@@ -212,7 +246,6 @@ class ITMTrainer:
                 negatives = torch.cat([out.i2t_negative_ids, out.t2i_negative_ids], dim=1)
                 same_class += int((labels[negatives] == labels[ids].unsqueeze(1)).sum())
                 drawn += negatives.numel()
-            loss = out.loss.item()
             loss_sum += loss
             self.global_step += 1
             if self.global_step % cfg.train.log_every_steps == 0:
@@ -220,9 +253,10 @@ class ITMTrainer:
             bar.set_postfix(loss=f"{loss:.3f}")
         elapsed = time.perf_counter() - start
         self.train_time += elapsed
+        same_class, drawn = dist.sum_ints([same_class, drawn])
         stats = self.mining.sampler.stats
         record = {"loss": loss_sum / self.steps_per_epoch, "lr": lr, "epoch_time_s": elapsed,
-                  "pairs_per_s": self.steps_per_epoch * cfg.train.batch_size / max(elapsed, 1e-9)}
+                  "pairs_per_s": self.steps_per_epoch * self.global_batch / max(elapsed, 1e-9)}
         if self.mining.kind == "fne":
             record.update(fne_pos_mean=stats.pos_mean, fne_neg_mean=stats.neg_mean, fne_reliable_pairs=int(stats.count[0]))
         if drawn:
@@ -231,6 +265,8 @@ class ITMTrainer:
 
     # ---------------------------------------------------------------- logging
     def log_scalars(self, values: dict[str, Any], step: int, prefix: str) -> None:
+        if self.writer is None:
+            return
         for key, value in values.items():
             if isinstance(value, (int, float)) and key != "epoch":
                 self.writer.add_scalar(f"{prefix}/{key}", value, step)
@@ -246,7 +282,8 @@ class ITMTrainer:
             "train_time_s": self.train_time,
             "history": self.history,
         }
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if dist.is_main():
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as tdist
 import torch.distributed.nn.functional as tdist_nn
 
+from ifnd.config import ConfigError
+
 
 def init() -> tuple[int, int, int]:
     """Join the process group when launched by torchrun; return ``(rank, world_size, local_rank)``."""
@@ -51,6 +53,14 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size())]
     tdist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
+
+
+def local_first(rows: torch.Tensor) -> torch.Tensor:
+    """Gathered ``rows [world * B, ...]`` (rank order) with this rank's block of ``B`` moved to the front."""
+    if world_size() == 1:
+        return rows
+    batch, r = rows.shape[0] // world_size(), rank()
+    return torch.cat([rows[r * batch:(r + 1) * batch], rows[: r * batch], rows[(r + 1) * batch:]])
 
 
 def gather_rows(rows: torch.Tensor, ids: torch.Tensor, total: int) -> torch.Tensor:
@@ -104,6 +114,23 @@ def local_rows(num_blocks: int, batch: int) -> torch.Tensor:
     """Rows of this rank in a layout of ``num_blocks`` gathered blocks of ``world * batch`` rows."""
     world, r = world_size(), rank()
     return torch.cat([torch.arange(b * world * batch + r * batch, b * world * batch + (r + 1) * batch) for b in range(num_blocks)])
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` when there are several ranks, else ``model`` itself.
+
+    Call forward through the result and everything else (momentum encoders, state_dict)
+    on ``model``. ``sync_bn`` converts BatchNorm to SyncBatchNorm first (CUDA only), in place
+    of ``model``'s children.
+    """
+    if world_size() == 1:
+        return model
+    if sync_bn:
+        if device.type != "cuda":
+            raise ConfigError("model.sync_bn needs CUDA GPUs; on CPU use --set model.norm=group "
+                             "(batch-independent) or turn model.sync_bn off")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def broadcast_object(obj):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ifnd.config import Config, ConfigError, save_config
+from ifnd.config import Config, save_config
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.sampler import ResumableSampler
 from ifnd.data.views import IndexedViews, build_view_transform
@@ -80,6 +80,8 @@ class Trainer:
         train_src, self.test_src = build_sources(cfg)
         self.train_src = train_src
         self.true_labels = source_labels(train_src)
+        # on the training device once, for the per-step detection diagnostics
+        self.device_labels = self.true_labels.to(self.device)
         self.views = IndexedViews(train_src, build_view_transform(cfg), seed=cfg.seed)
         self.sampler = ResumableSampler(len(train_src), cfg.train.batch_size, cfg.seed, self.world, self.rank)
 
@@ -87,16 +89,7 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.train.channels_last and self.device.type == "cuda" \
             else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        if self.world > 1:
-            if cfg.model.sync_bn:
-                if self.device.type != "cuda":
-                    raise ConfigError("model.sync_bn needs CUDA GPUs; on CPU use --set model.norm=group "
-                                      "(batch-independent) or turn model.sync_bn off")
-                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            ddp_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ddp_ids)
-        else:
-            self.ddp = self.model
+        self.ddp = dist.wrap_ddp(self.model, self.device, cfg.model.sync_bn)
         self.queue = IdQueue(cfg.moco.queue_size, cfg.model.proj_dim).to(self.device) if cfg.method == "moco" else None
 
         global_batch = cfg.train.batch_size * self.world
@@ -218,7 +211,7 @@ class Trainer:
             if self.detector.needs_bank():
                 self.detector.observe(dist.gather(ids), dist.gather(out.embeddings))
             if out.fn_mask is not None:
-                labels = self.true_labels.to(self.device)
+                labels = self.device_labels
                 counts += batch_pair_counts(out.fn_mask, out.anchor_ids, out.candidate_ids,
                                             labels[out.anchor_ids], labels[out.candidate_ids.clamp(min=0)])
             loss_value = dist.mean(out.loss).item()  # the global batch's loss, the same on every rank
