@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
+from ifnd.train.steps import level_averaged_loss
 
 
 def test_simclr_layout_without_masks_equals_lightly_ntxent():
@@ -75,3 +76,16 @@ def test_moco_layout_puts_the_key_first():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="mode"):
         masked_info_nce(torch.zeros(1, 2), torch.tensor([[True, False]]), mode="other")
+
+
+@pytest.mark.parametrize("mode", ["elimination", "attraction"])
+def test_level_masks_average_the_per_level_losses(mode):
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 1.5, 0.3, 0.2]])
+    pos = torch.tensor([[True, False, False, False], [False, True, False, False]])
+    levels = torch.tensor([[[False, True, False, False], [False, False, False, False]],   # level 0
+                           [[False, True, True, False], [True, False, False, True]]])    # level 1
+    excl = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    per_level = [masked_info_nce(logits, pos, m, excl, mode) for m in levels]
+    assert per_level[0] != per_level[1]
+    assert level_averaged_loss(logits, pos, levels, excl, mode).item() == pytest.approx(
+        (per_level[0] + per_level[1]).item() / 2, abs=1e-6)
