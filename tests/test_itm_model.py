@@ -81,3 +81,17 @@ def test_unusable_pretraining_checkpoints_are_refused(tmp_path, tiny_cfg):
     _, _, weights = read_pretrained_backbone(str(tmp_path / "r18.pt"))
     with pytest.raises(CheckpointError, match="do not fit"):
         load_backbone_weights(_model(Architecture(vocab_size=10, backbone="small_cnn")), weights)
+
+
+def test_image_autocast_keeps_float32_unit_embeddings_close_to_full_precision():
+    cfg = resolve({"text": {"word_dim": 8, "hidden_dim": 8}, "model": {"embed_dim": 8}}, schema=ITM_SCHEMA)
+    torch.manual_seed(0)
+    model = build_itm_model(cfg, Architecture(vocab_size=12, backbone="small_cnn")).eval()
+    batch = (torch.rand(4, 3, 16, 16), torch.randint(2, 12, (4, 5)), torch.full((4,), 5))
+    full = model(*batch)[0]
+    model.image_autocast = torch.bfloat16  # what itm-train sets on a GPU; bf16 autocast also runs on the CPU
+    mixed, _ = model(*batch)
+    momentum, _ = model.momentum_forward(*batch)
+    for emb in (mixed, momentum):
+        assert emb.dtype == torch.float32 and torch.allclose(emb.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert not torch.equal(mixed, full) and torch.allclose(mixed, full, atol=0.05)

@@ -6,7 +6,8 @@
 # 1. versions, and whether torch and faiss see the GPU;
 # 2. the CUDA-only tests (masks and the detector's table on the GPU);
 # 3. `ifnd pretrain` end to end on the GPU (MoCo v2 + IFND on the built-in digits: AMP,
-#    channels_last, pinned memory, a clustering round on faiss's GPU when it has one);
+#    channels_last, pinned memory, a clustering round on faiss's GPU when it has one), and
+#    `ifnd itm-train` on the built-in captioned digits (image encoder under bf16 autocast);
 # 4. faiss k-means at ImageNet scale: 1,281,167 x 128, k = 25,000 (tools/bench_kmeans.py);
 # 5. MoCo v2 ResNet-50, 224 px, batch 256, 200 steps, without and with an IFND label table over
 #    1,281,167 samples: images/s, peak GPU memory, and the step-time ratio (tools/bench_pretrain.py).
@@ -30,6 +31,9 @@ python -m pytest -q tests/test_masks.py tests/test_detector.py -k cuda -rs | tee
 python -m ifnd pretrain --config configs/fashion_mnist_moco_ifnd.yaml --set device=cuda --set data.name=digits \
     --set data.num_workers=4 --set train.epochs=4 --set train.batch_size=256 --set detection.warmup_epochs=2 \
     --set "detection.num_clusters=[10, 30]" --set knn.every=0 --set output_dir="$out/pretrain" | tee "$out/pretrain.md"
+
+python -m ifnd itm-train --config configs/itm_demo.yaml --set device=cuda --set train.epochs=2 \
+    --set data.num_workers=4 --set output_dir="$out/itm" | tee "$out/itm.md"
 
 python tools/bench_kmeans.py --n 1281167 --d 128 --k 25000 --centres 25000 --methods random --repeats 1 \
     $faiss_gpu | tee "$out/kmeans.md"

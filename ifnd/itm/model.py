@@ -112,15 +112,24 @@ class ITMModel(nn.Module):
         self.text_encoder_momentum = copy.deepcopy(text_encoder)
         deactivate_requires_grad(self.image_encoder_momentum)
         deactivate_requires_grad(self.text_encoder_momentum)
+        self.image_autocast: torch.dtype | None = None
+        """``torch.bfloat16``: run the image encoders under autocast (GPU training). The text
+        GRU, the embeddings and everything computed from them stay float32."""
+
+    def _embed_images(self, encoder: nn.Module, images: Tensor) -> Tensor:
+        dtype = self.image_autocast
+        with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            embeddings = encoder(images)
+        return F.normalize(embeddings.float(), dim=1)
 
     def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Online embeddings ``(images [B, E], captions [B, E])``, normalised."""
-        return self.image_encoder(images), self.text_encoder(tokens, lengths)
+        """Online embeddings ``(images [B, E], captions [B, E])``, normalised, float32."""
+        return self._embed_images(self.image_encoder, images), self.text_encoder(tokens, lengths)
 
     @torch.no_grad()
     def momentum_forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Momentum embeddings ``(images [B, E], captions [B, E])``, normalised, no gradient."""
-        return self.image_encoder_momentum(images), self.text_encoder_momentum(tokens, lengths)
+        """Momentum embeddings ``(images [B, E], captions [B, E])``, normalised, float32, no gradient."""
+        return self._embed_images(self.image_encoder_momentum, images), self.text_encoder_momentum(tokens, lengths)
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:

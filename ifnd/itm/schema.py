@@ -42,7 +42,7 @@ ITM_SCHEMA: dict[str, Option] = {
     # --- negatives ---------------------------------------------------------------
     "negatives.sampler": Option("fne", "fne: Bayesian false-negative-aware sampling (after warm-up); hardest: VSE++ hardest negative.", ("fne", "hardest")),
     "negatives.use_memory": Option(True, "Candidates are the momentum batch plus the memory (else the momentum batch only). FNE's warm-up epochs always use the batch only."),
-    "negatives.memory_size": Option(8192, "Entries of the FIFO memory of momentum embeddings with image ids (>= train.batch_size)."),
+    "negatives.memory_size": Option(8192, "Entries of the FIFO memory of momentum embeddings with image ids (>= the global batch: train.batch_size x processes)."),
     "negatives.num_samples": Option(1, "Negatives per anchor and direction."),
     "negatives.margin": Option(0.2, "Triplet ranking margin."),
     "negatives.warmup_epochs": Option(1, "fne: epochs of hardest-negative training (batch candidates) before sampling starts."),
@@ -54,7 +54,7 @@ ITM_SCHEMA: dict[str, Option] = {
     "negatives.min_positives": Option(200, "fne: reliable positives needed in the current epoch before the statistics are used."),
     # --- training ---------------------------------------------------------------
     "train.epochs": Option(25, "Number of training epochs."),
-    "train.batch_size": Option(128, "Image-caption pairs per step."),
+    "train.batch_size": Option(128, "Image-caption pairs per step and process (the global batch is this x the torchrun processes)."),
     "train.lr": Option(2e-4, "Adam learning rate."),
     "train.lr_decay": Option(0.1, "Factor applied to the learning rate at each of train.lr_decay_epochs."),
     "train.lr_decay_epochs": Option([15], "0-based epochs at whose start the learning rate is multiplied by train.lr_decay.", item_type=int),
@@ -62,4 +62,6 @@ ITM_SCHEMA: dict[str, Option] = {
     "train.grad_clip": Option(2.0, "Clip the gradient norm to this value (0 = no clipping)."),
     "train.log_every_steps": Option(10, "TensorBoard step-scalar interval."),
     "train.eval_batch_size": Option(256, "Batch size when embedding images and captions for evaluation."),
+    "train.amp": Option(True, "Mixed precision (bfloat16 autocast) for the image encoders on GPU; the text encoder, similarities, FNE statistics and loss stay float32. Ignored on CPU."),
+    "train.channels_last": Option(True, "channels_last memory format for the image encoders and images on GPU; ignored on CPU and for features."),
 }

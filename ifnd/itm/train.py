@@ -118,7 +118,11 @@ class ITMTrainer:
         self.model = build_itm_model(cfg, self.arch)
         if pretrained is not None:
             load_backbone_weights(self.model, pretrained)
-        self.model.to(self.device)
+        cuda = self.device.type == "cuda"
+        self.model.image_autocast = torch.bfloat16 if cfg.train.amp and cuda else None
+        self.memory_format = torch.channels_last if cfg.train.channels_last and cuda and self.arch.feature_dim is None \
+            else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
         self.ddp = dist.wrap_ddp(self.model, self.device)
         self.mining = NegativeMining.from_config(cfg, self.world).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -207,7 +211,9 @@ class ITMTrainer:
             return {}
         val = {}
         if dist.is_main():
+            autocast, self.model.image_autocast = self.model.image_autocast, None  # float32, as itm-eval embeds
             metrics = evaluate_split(self.model, self.val_split, self.vocab, self.cfg, self.device)
+            self.model.image_autocast = autocast
             val = {f"val/{k}": v for k, v in metrics.items() if k != "folds"}
         return dist.broadcast_object(val)
 
@@ -232,7 +238,8 @@ class ITMTrainer:
         bar = tqdm(self._loader(), desc=f"epoch {self.epoch}", total=self.steps_per_epoch, leave=False,
                    disable=not dist.is_main())
         for images, tokens, lengths, ids in bar:
-            images, tokens, ids = (t.to(self.device, non_blocking=True) for t in (images, tokens, ids))
+            tokens, ids = tokens.to(self.device, non_blocking=True), ids.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
             out = itm_step(self.model, self.mining, images, tokens, lengths, ids, self.ddp)
             loss = dist.mean(out.loss).item()  # the global batch's loss, the same on every rank
             if not math.isfinite(loss):
