@@ -165,3 +165,16 @@ def test_rank_batches_and_local_first():
     assert rank_batches(order, 3, 2, 1).tolist() == [3, 4, 5, 9, 10, 11]
     assert rank_batches(order, 6, 1, 0).tolist() == order.tolist()
     assert torch.equal(dist.local_first(order), order)  # one process: nothing moves
+
+
+def test_resume_is_refused_when_the_ranks_see_different_checkpoints(tmp_path, monkeypatch):
+    from ifnd.train import checkpoint, distributed as dist
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert checkpoint.resolve_resume("auto", tmp_path) == tmp_path / "checkpoints" / "last.pt"
+    assert checkpoint.resolve_resume(None, tmp_path) is None
+    # rank 1 sits on a node that does not mount output_dir: it would start afresh
+    monkeypatch.setattr(dist, "all_objects", lambda view: [view, None])
+    with pytest.raises(checkpoint.CheckpointError, match="every node mounts"):
+        checkpoint.resolve_resume("auto", tmp_path)

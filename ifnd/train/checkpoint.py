@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ifnd.train import distributed as dist
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or from an incompatible run."""
@@ -41,13 +43,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
-    """``auto`` -> ``run_dir/checkpoints/last.pt`` when it exists; a path -> that path; None -> None."""
+    """``auto`` -> ``run_dir/checkpoints/last.pt`` when it exists; a path -> that path; None -> None.
+
+    Under torchrun every rank must see the same file (rank 0 writes it): a node that does not
+    would start afresh while the others resume, so a disagreement is refused here.
+    """
     if not resume:
-        return None
-    if resume == "auto":
+        path = None
+    elif resume == "auto":
         last = Path(run_dir) / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
-    return Path(resume)
+        path = last if last.is_file() else None
+    else:
+        path = Path(resume)
+    views = dist.all_objects(None if path is None else (str(path), path.is_file()))
+    if any(view != views[0] for view in views):
+        raise CheckpointError(
+            f"the ranks do not see the same checkpoint to resume from (rank: (path, exists) = {dict(enumerate(views))}); "
+            "put output_dir (and any --resume path) on a file system that every node mounts"
+        )
+    return path
 
 
 ARCHITECTURE_KEYS = ("method", "model.backbone", "model.cifar_stem", "model.norm", "model.proj_hidden_dim", "model.proj_dim")

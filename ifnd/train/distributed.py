@@ -133,6 +133,15 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, sync_bn: bool = False
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def all_objects(obj) -> list:
+    """Every rank's Python object, in rank order (``[obj]`` in one process)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj):
     """Rank 0's Python object on every rank."""
     if world_size() == 1:
