@@ -1,8 +1,10 @@
 """torchrun with 2 CPU processes (gloo) against 1 process on the same global batch."""
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +180,30 @@ def test_resume_is_refused_when_the_ranks_see_different_checkpoints(tmp_path, mo
     monkeypatch.setattr(dist, "all_objects", lambda view: [view, None])
     with pytest.raises(checkpoint.CheckpointError, match="every node mounts"):
         checkpoint.resolve_resume("auto", tmp_path)
+
+
+def test_sigterm_to_torchrun_checkpoints_and_stops_every_rank(tmp_path):
+    """A scheduler's SIGTERM (preemption, time limit) reaches the workers through torchrun:
+    they stop at the same step, rank 0 writes the checkpoint, and the run resumes from it."""
+    out = tmp_path / "run"
+    sets = [*COMMON, "method=moco", "detection.mode=none", "train.epochs=500", "train.batch_size=8",
+            f"output_dir={out}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "ifnd", "pretrain", *(f"--set={s}" for s in sets)]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        agent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                 env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        last = out / "checkpoints" / "last.pt"
+        deadline = time.monotonic() + 300
+        while not last.exists() and agent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert last.exists(), log.read_text()[-3000:]
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=120)
+    text = log.read_text()
+    assert "interrupted at epoch" in text and "checkpoint saved" in text, text[-3000:]
+    state = load_checkpoint(last)
+    assert state["epoch"] < 500
+    _run(out, 2, 8, "moco", ["--set=detection.mode=none", f"--set=train.epochs={state['epoch'] + 1}", "--resume=auto"])
+    assert load_checkpoint(last)["epoch"] == state["epoch"] + 1

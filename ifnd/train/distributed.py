@@ -2,7 +2,7 @@
 
 Launch with ``torchrun --nproc_per_node N -m ifnd pretrain ...``: torchrun sets
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, and :func:`init` joins the process group
-(NCCL on GPUs, gloo on CPU).
+(NCCL for GPU tensors, gloo for CPU tensors).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def init() -> tuple[int, int, int]:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1, 0
     if not tdist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        tdist.init_process_group(backend=backend)
+        # NCCL for CUDA tensors and gloo for the CPU ones (counters, ids, Python objects):
+        # NCCL alone refuses CPU tensors.
+        tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -99,6 +100,15 @@ def mean(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().clone()
     tdist.all_reduce(x)
     return x / world_size()
+
+
+def any_true(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def sum_ints(values: list[int]) -> list[int]:

@@ -40,6 +40,7 @@ from ifnd.train.checkpoint import (
 )
 from ifnd.train.optim import build_optimizer, build_scheduler, scaled_lr
 from ifnd.train.steps import build_fne_sampler, moco_step, simclr_step
+from ifnd.train.stopping import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Trainer:
     def __init__(self, cfg: Config, resume: str | None = None, stop_at: tuple[int, int] | None = None):
         self.cfg = cfg
         self.stop_at = stop_at  # (epoch, step): simulate a kill there (tests)
+        self.stop_signals = StopSignals()  # SIGTERM / SIGUSR1: checkpoint and stop after the current step
         self.rank, self.world, local_rank = dist.init()
         self.device = pick_device(cfg.device, local_rank)
         self.run_dir = Path(cfg.output_dir)
@@ -155,20 +157,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
         try:
-            while self.epoch < cfg.train.epochs:
-                record: dict[str, Any] = {"epoch": self.epoch}
-                if self.step == 0 and self.detector.wants_round(self.epoch):
-                    record.update(self.clustering_round())
-                record.update(self.train_one_epoch())
-                self.epoch, self.step = self.epoch + 1, 0
-                if cfg.knn.every and self.epoch % cfg.knn.every == 0 or self.epoch == cfg.train.epochs:
-                    record.update(self.knn_monitor())
-                self.history.append(record)
-                self.log_scalars(record, self.epoch)
-                self.save()
-                self.write_metrics()
+            with self.stop_signals:
+                self._loop()
         except (KeyboardInterrupt, Interrupted):
             self.save()
             if dist.is_main():
@@ -178,6 +169,21 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return self.write_metrics()
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        while self.epoch < cfg.train.epochs:
+            record: dict[str, Any] = {"epoch": self.epoch}
+            if self.step == 0 and self.detector.wants_round(self.epoch):
+                record.update(self.clustering_round())
+            record.update(self.train_one_epoch())
+            self.epoch, self.step = self.epoch + 1, 0
+            if cfg.knn.every and self.epoch % cfg.knn.every == 0 or self.epoch == cfg.train.epochs:
+                record.update(self.knn_monitor())
+            self.history.append(record)
+            self.log_scalars(record, self.epoch)
+            self.save()
+            self.write_metrics()
 
     def train_one_epoch(self) -> dict[str, float]:
         cfg = self.cfg
@@ -193,8 +199,8 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {self.epoch}", initial=self.step, total=self.sampler.steps_per_epoch,
                    disable=not dist.is_main(), leave=False)
         for (x1, x2), _, ids in bar:
-            if self.stop_at == (self.epoch, self.step):
-                raise Interrupted
+            if dist.any_true(self.stop_at == (self.epoch, self.step) or self.stop_signals.received is not None):
+                raise Interrupted  # on every rank at the same step
             x1, x2 = (x.to(self.device, non_blocking=True, memory_format=self.memory_format) for x in (x1, x2))
             ids = ids.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):

@@ -1,0 +1,42 @@
+"""Graceful stop on SIGTERM / SIGUSR1 (cluster preemption, time limits, ``torchrun`` shutdown).
+
+Schedulers send SIGTERM (SLURM also SIGUSR1 with ``--signal``) some time before they kill
+a job, and ``torchrun`` forwards SIGTERM to its workers. Dying there would lose everything
+since the last checkpoint; instead :class:`StopSignals` only records the signal, and the
+training loop stops at the end of the current step, all ranks at the same step
+(:func:`~ifnd.train.distributed.any_true`), after writing a checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType, TracebackType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopSignals:
+    """Context manager: while inside, SIGTERM / SIGUSR1 set :attr:`received` instead of killing.
+
+    Outside the main thread (where Python cannot install handlers) it does nothing.
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
+        self.signals = signals
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._record) for sig in self.signals}
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
