@@ -242,7 +242,9 @@ class Trainer:
 
     def _step(self, x1, x2, ids):
         if self.queue is not None:
-            generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
+            # FNE draws of this step and rank: reproducible on resume, different on each rank
+            seed = self.cfg.seed * 1_000_003 + self.global_step + self.rank * 1_000_000_007
+            generator = torch.Generator(self.device).manual_seed(seed)
             return moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg, self.fne, generator)
         return simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg)
 
