@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ifnd.config import Config, ConfigError, save_config
@@ -49,6 +48,7 @@ from ifnd.itm.step import NegativeMining, itm_step
 from ifnd.itm.text import Vocabulary
 from ifnd.train import distributed as dist
 from ifnd.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
+from ifnd.train.scalars import ScalarWriter
 from ifnd.train.pretrain import TrainingDiverged, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -141,11 +141,10 @@ class ITMTrainer:
             self._restore(state)
             if dist.is_main():
                 log.info("resumed from %s at epoch %d", checkpoint, self.epoch)
-        self.writer = None
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.scalars = ScalarWriter(self.run_dir / "tensorboard" if dist.is_main() else None)
 
     def _architecture(self) -> tuple[Architecture, dict[str, torch.Tensor] | None]:
         """The image side's architecture, and pretrained backbone weights when configured."""
@@ -194,15 +193,14 @@ class ITMTrainer:
                 record: dict[str, Any] = {"epoch": self.epoch, **self.train_one_epoch(), **self.validate()}
                 self.epoch += 1
                 self.history.append(record)
-                self.log_scalars(record, self.epoch, "epoch")
+                self.scalars.add(record, self.epoch, "epoch")
                 self.save("last.pt")
                 if record.get("val/rsum", -math.inf) > self.best_rsum:
                     self.best_rsum = record["val/rsum"]
                     self.save("best.pt")
                 self.write_metrics()
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.scalars.close()
         return self.write_metrics()
 
     def validate(self) -> dict[str, float]:
@@ -256,7 +254,7 @@ class ITMTrainer:
             loss_sum += loss
             self.global_step += 1
             if self.global_step % cfg.train.log_every_steps == 0:
-                self.log_scalars({"loss": loss}, self.global_step, "step")
+                self.scalars.add({"loss": loss}, self.global_step, "step")
             bar.set_postfix(loss=f"{loss:.3f}")
         elapsed = time.perf_counter() - start
         self.train_time += elapsed
@@ -271,13 +269,6 @@ class ITMTrainer:
         return record
 
     # ---------------------------------------------------------------- logging
-    def log_scalars(self, values: dict[str, Any], step: int, prefix: str) -> None:
-        if self.writer is None:
-            return
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                self.writer.add_scalar(f"{prefix}/{key}", value, step)
-
     def write_metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
         metrics = {

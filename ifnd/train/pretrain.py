@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ifnd.config import Config, save_config
@@ -39,6 +38,7 @@ from ifnd.train.checkpoint import (
     set_rng_state,
 )
 from ifnd.train.optim import build_optimizer, build_scheduler, scaled_lr
+from ifnd.train.scalars import ScalarWriter
 from ifnd.train.steps import build_fne_sampler, moco_step, simclr_step
 from ifnd.train.stopping import StopSignals
 
@@ -109,11 +109,10 @@ class Trainer:
         checkpoint = resolve_resume(resume, self.run_dir)
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.writer = None
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.scalars = ScalarWriter(self.run_dir / "tensorboard" if dist.is_main() else None)
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -166,8 +165,7 @@ class Trainer:
                 log.warning("interrupted at epoch %d step %d; checkpoint saved, resume with --resume auto", self.epoch, self.step)
             raise
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.scalars.close()
         return self.write_metrics()
 
     def _loop(self) -> None:
@@ -181,7 +179,7 @@ class Trainer:
             if cfg.knn.every and self.epoch % cfg.knn.every == 0 or self.epoch == cfg.train.epochs:
                 record.update(self.knn_monitor())
             self.history.append(record)
-            self.log_scalars(record, self.epoch)
+            self.scalars.add(record, self.epoch, "epoch")
             self.save()
             self.write_metrics()
 
@@ -226,7 +224,7 @@ class Trainer:
             self.step += 1
             self.global_step += 1
             if self.global_step % cfg.train.log_every_steps == 0:
-                self.log_scalars({"loss": loss_value, "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step")
+                self.scalars.add({"loss": loss_value, "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step")
             bar.set_postfix(loss=f"{loss_value:.3f}")
             if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0:
                 self.save()
@@ -286,13 +284,6 @@ class Trainer:
         return {"knn_top1": acc["top1"], "knn_top5": acc["top5"]}
 
     # ---------------------------------------------------------------- logging
-    def log_scalars(self, values: dict[str, Any], step: int, prefix: str = "epoch") -> None:
-        if self.writer is None:
-            return
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                self.writer.add_scalar(f"{prefix}/{key}", value, step)
-
     def write_metrics(self) -> dict[str, Any]:
         last_knn = next((h for h in reversed(self.history) if "knn_top1" in h), {})
         last_fn = next((h for h in reversed(self.history) if "fn_precision" in h), {})
