@@ -121,11 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     from ifnd.data.sources import DataError
+    from ifnd.train import distributed as dist
     from ifnd.train.checkpoint import CheckpointError
     from ifnd.train.pretrain import Interrupted, TrainingDiverged
 
     try:
-        return args.func(args)
+        code = args.func(args)
+        dist.shutdown()
+        return code
     except (ConfigError, DataError, CheckpointError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

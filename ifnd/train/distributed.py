@@ -30,6 +30,17 @@ def init() -> tuple[int, int, int]:
     return tdist.get_rank(), tdist.get_world_size(), local_rank
 
 
+def shutdown() -> None:
+    """Leave the process group once every rank is done (no-op in one process).
+
+    Called at the end of a successful command, so no rank exits (closing its connections)
+    while another still talks to it.
+    """
+    if world_size() > 1:
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
 def world_size() -> int:
     return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
 
