@@ -26,7 +26,7 @@ print(f"faiss {faiss.__version__}, faiss sees a GPU: {faiss_gpu_available()}")
 EOF
 faiss_gpu=$(python -c "from ifnd.falseneg.clustering import faiss_gpu_available as f; print('--gpu' if f() else '')")
 
-python -m pytest -q tests/test_masks.py tests/test_detector.py -k cuda -rs | tee "$out/cuda_tests.txt"
+python -m pytest -q tests/test_masks.py tests/test_detector.py -k "cuda or gpu" -rs | tee "$out/cuda_tests.txt"
 
 python -m ifnd pretrain --config configs/fashion_mnist_moco_ifnd.yaml --set device=cuda --set data.name=digits \
     --set data.num_workers=4 --set train.epochs=4 --set train.batch_size=256 --set detection.warmup_epochs=2 \
