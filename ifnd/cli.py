@@ -19,49 +19,44 @@ import math
 import sys
 from typing import Any, Sequence
 
-from ifnd.config import ConfigError, defaults_yaml, load_config
+from ifnd.config import ConfigError, add_config_args, defaults_yaml, load_config
 from ifnd.eval import commands as eval_commands
 from ifnd.itm import commands as itm_commands
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (see configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=10 (repeatable)")
-
-
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from ifnd.train import distributed as dist
-    from ifnd.train.pretrain import Trainer
+    from ifnd.pretrain.task import PretrainTask
+    from ifnd.runtime import distributed as dist
+    from ifnd.runtime.loop import Engine
 
     cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, resume=args.resume)
-    metrics = trainer.fit()
+    engine = Engine(cfg, PretrainTask, resume=args.resume)
+    metrics = engine.fit()
     if not dist.is_main():  # the kNN figures and the table come from rank 0
         return 0
     rows = [("pretrained encoder", metrics["knn_top1"])]
-    if cfg.knn.baselines and trainer.test_src is not None:
-        rows += knn_baseline_rows(trainer)
+    if cfg.knn.baselines and engine.task.test_src is not None:
+        rows += knn_baseline_rows(engine.task)
     print_table(cfg, metrics, rows)
     return 0
 
 
-def knn_baseline_rows(trainer: Any) -> list[tuple[str, float]]:
+def knn_baseline_rows(task: Any) -> list[tuple[str, float]]:
     """kNN top-1 on raw pixels and on a randomly initialised encoder of the same architecture."""
     import torch
 
     from ifnd.data.build import eval_loader
-    from ifnd.eval.knn import Flatten, extract_features, knn_accuracy
+    from ifnd.metrics.knn import Flatten, extract_features, knn_accuracy
     from ifnd.models.contrastive import build_model
 
-    cfg = trainer.cfg
+    cfg = task.cfg
     args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
     torch.manual_seed(cfg.seed)
-    encoders = [("raw pixels", Flatten()), ("random-init encoder", build_model(cfg).backbone.to(trainer.device))]
+    encoders = [("raw pixels", Flatten()), ("random-init encoder", build_model(cfg).backbone.to(task.device))]
     rows = []
     for name, encoder in encoders:
-        train = extract_features(encoder, eval_loader(trainer.train_src, *args), trainer.device)
-        test = extract_features(encoder, eval_loader(trainer.test_src, *args), trainer.device)
+        train = extract_features(encoder, eval_loader(task.train_src, *args), task.device)
+        test = extract_features(encoder, eval_loader(task.test_src, *args), task.device)
         rows.append((name, knn_accuracy(*train, *test, cfg.knn.k, cfg.knn.temperature)["top1"]))
     return rows
 
@@ -102,11 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="contrastive pretraining")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--resume", help="'auto' (latest checkpoint of the run directory) or a checkpoint path")
     p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("config", help="print the resolved config, or every key's default")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--defaults", action="store_true", help="every key with its default and documentation")
     p.add_argument("--kind", choices=["pretrain", "eval", "itm"], default="pretrain",
                    help="which job's keys: pretrain (default), eval (linear/knn/semisup) or itm (itm-train)")
@@ -121,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     from ifnd.data.sources import DataError
-    from ifnd.train import distributed as dist
-    from ifnd.train.checkpoint import CheckpointError
-    from ifnd.train.pretrain import Interrupted, TrainingDiverged
+    from ifnd.runtime import distributed as dist
+    from ifnd.runtime.checkpoint import CheckpointError
+    from ifnd.runtime.loop import Interrupted, TrainingDiverged
 
     try:
         code = args.func(args)

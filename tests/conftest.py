@@ -46,13 +46,14 @@ def tiny_cfg(tmp_path):
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
     """RUN/checkpoints/last.pt of a 1-epoch SimCLR run on 128 digits at 16 px."""
-    from ifnd.train.pretrain import Trainer
+    from ifnd.pretrain.task import PretrainTask
+    from ifnd.runtime.loop import Engine
 
     run = tmp_path_factory.mktemp("pretrain") / "run"
-    Trainer(resolve({
+    Engine(resolve({
         "output_dir": str(run), "device": "cpu",
         "data": {"name": "digits", "image_size": 16, "num_workers": 0, "max_train_samples": 128},
         "model": {"backbone": "small_cnn", "proj_hidden_dim": 32, "proj_dim": 16},
         "train": {"epochs": 1, "batch_size": 32}, "knn": {"k": 10},
-    })).fit()
+    }), PretrainTask).fit()
     return run / "checkpoints" / "last.pt"

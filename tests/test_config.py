@@ -68,3 +68,24 @@ def test_every_shipped_config_loads():
 def test_default_yaml_is_generated_from_the_schema():
     shipped = (ROOT / "configs" / "default.yaml").read_text()
     assert shipped == defaults_yaml(), "regenerate with: python -m ifnd config --defaults > configs/default.yaml"
+
+
+def test_every_experiment_file_resolves_and_its_overrides_read_back():
+    from pathlib import Path
+
+    import yaml
+
+    from ifnd.config import SCHEMA, format_override, load_experiment, parse_override
+    from ifnd.itm.schema import ITM_SCHEMA
+
+    files = sorted(Path(__file__).resolve().parents[1].glob("configs/experiments/*.yaml"))
+    assert len(files) >= 8
+    for path in files:
+        schema = ITM_SCHEMA if "fne" in path.stem else SCHEMA
+        settings = [k for k in yaml.safe_load(path.read_text()) if k != "base"]
+        experiment = load_experiment(path, settings, schema=schema)
+        assert experiment.config(experiment.base_overrides()).to_dict() == experiment.config().to_dict(), path
+    for value in ("plain", "", "true", 1e-05, [10, 20], False, 0.3):
+        assert parse_override(format_override("k", value))[1] == value
+    with pytest.raises(ConfigError, match="unknown"):
+        load_experiment(files[0], ["no_such_key"])

@@ -5,7 +5,7 @@ from PIL import Image
 
 from ifnd.config import resolve
 from ifnd.data.build import build_sources, train_loader
-from ifnd.data.sampler import ResumableSampler
+from ifnd.runtime.sampler import ResumableSampler
 from ifnd.data.sources import (
     DataError,
     ImageFileDataset,

@@ -23,16 +23,16 @@ def _blobs(n_per=20, classes=3, dim=8, seed=0):
 
 
 def test_round_schedule():
-    det = FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, None)
+    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, None)
     assert [e for e in range(10) if det.wants_round(e)] == [2, 4, 6, 8]
     det.last_round = 4
     assert not det.wants_round(4) and det.wants_round(6)
-    assert not FalseNegativeDetector(_cfg(mode="none"), 60, 8, None).wants_round(2)
+    assert not FalseNegativeDetector.from_config(_cfg(mode="none"), 60, 8, None).wants_round(2)
 
 
 def test_ifnd_round_recovers_clusters_and_accepts_a_growing_share():
     feats, labels = _blobs()
-    det = FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[3, 6], accept_start=0.5, accept_end=1.0), 60, 8, labels)
+    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3, 6], accept_start=0.5, accept_end=1.0), 60, 8, labels)
     assert det.masks(torch.arange(4), torch.arange(60)) is None  # no round yet
     stats = det.run_round(2, feats)
     assert stats["accepted_share"] == pytest.approx(0.5)
@@ -50,7 +50,7 @@ def test_ifnd_round_recovers_clusters_and_accepts_a_growing_share():
 
 def test_bank_round_labels_only_samples_that_were_embedded():
     feats, labels = _blobs()
-    det = FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[3], accept_start=1.0), 60, 8, labels)
+    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3], accept_start=1.0), 60, 8, labels)
     with pytest.raises(RuntimeError, match="bank is empty"):
         det.run_round(2)
     seen = torch.arange(0, 60, 2)
@@ -62,39 +62,39 @@ def test_bank_round_labels_only_samples_that_were_embedded():
 
 def test_oracle_uses_true_labels_under_the_same_schedule():
     _, labels = _blobs()
-    det = FalseNegativeDetector(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25, accept_schedule="constant"),
+    det = FalseNegativeDetector.from_config(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25, accept_schedule="constant"),
                                 60, 8, labels)
     stats = det.run_round(2)
     accepted = det.labels[0] >= 0
     assert accepted.sum() == 15 and torch.equal(det.labels[0][accepted], labels[accepted])
     assert stats["level0/pair_precision"] == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="true labels"):
-        FalseNegativeDetector(_cfg(mode="oracle"), 60, 8, None)
+        FalseNegativeDetector.from_config(_cfg(mode="oracle"), 60, 8, None)
 
 
 def test_state_round_trip_and_mismatch():
     feats, labels = _blobs()
-    det = FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, labels)
+    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, labels)
     det.observe(torch.arange(60), feats)
     det.run_round(4)
-    fresh = FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, labels)
+    fresh = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, labels)
     fresh.load_state_dict(det.state_dict())
     assert torch.equal(fresh.labels, det.labels) and fresh.last_round == 4 and fresh.share == det.share
     assert not fresh.wants_round(5) and fresh.wants_round(6)
-    other = FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[3, 4]), 60, 8, labels)
+    other = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3, 4]), 60, 8, labels)
     with pytest.raises(ValueError, match="num_clusters changed"):
         other.load_state_dict(det.state_dict())
 
 
 def test_too_many_clusters_is_a_config_error():
     with pytest.raises(ConfigError, match="exceed"):
-        FalseNegativeDetector(_cfg(mode="ifnd", num_clusters=[100]), 60, 8, None)
+        FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[100]), 60, 8, None)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_masks_follow_each_new_table():
     feats, labels = _blobs()
-    det = FalseNegativeDetector(_cfg(mode="oracle"), 60, 8, labels)
+    det = FalseNegativeDetector.from_config(_cfg(mode="oracle"), 60, 8, labels)
     det.run_round(2)
     ids = torch.arange(60, device="cuda")
     first = det.masks(ids, ids)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ifnd.train.checkpoint import load_checkpoint
+from ifnd.runtime.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,8 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.allclose(value.float(), b[key].float(), atol=1e-4), key
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_two_processes_match_one_process(tmp_path, method):
     # simclr clusters the bank of training embeddings, moco an extra pass sharded over ranks
@@ -61,6 +63,8 @@ def test_two_processes_match_one_process(tmp_path, method):
     _assert_same_weights(a["model"], b["model"])
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_distributed_run_resumes(tmp_path):
     out = tmp_path / "run"
     _run(out, 2, 16, "moco", ["--set=train.epochs=1"])
@@ -68,6 +72,8 @@ def test_distributed_run_resumes(tmp_path):
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_nodes_match_one_process(tmp_path):
     """Two torchrun agents joined by a c10d rendezvous, as on two machines (here both on localhost)."""
     with socket.socket() as probe:
@@ -90,7 +96,7 @@ def test_two_nodes_match_one_process(tmp_path):
 
 
 def test_single_process_helpers_are_identities():
-    from ifnd.train import distributed as dist
+    from ifnd.runtime import distributed as dist
 
     rows = torch.arange(6.0).reshape(3, 2)
     out = dist.gather_rows(rows, torch.tensor([4, 0, 2]), total=5)
@@ -130,6 +136,8 @@ def itm_features(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_itm_two_processes_match_one_process_and_resume(tmp_path, itm_features):
     # hardest negatives among the gathered batch plus the memory: deterministic, so comparable
     sets = ("negatives.sampler=hardest",)
@@ -147,6 +155,8 @@ def test_itm_two_processes_match_one_process_and_resume(tmp_path, itm_features):
     assert torch.allclose(a["mining"]["memory.text_feats"], b["mining"]["memory.text_feats"], atol=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_itm_fne_statistics_cover_the_global_batch(tmp_path, itm_features):
     sets = ("negatives.sampler=fne", "negatives.warmup_epochs=1", "train.epochs=1", "data.val_split=")
     _launch(1, "itm-train", _itm_sets(itm_features, 32, *sets), tmp_path / "single")
@@ -158,19 +168,15 @@ def test_itm_fne_statistics_cover_the_global_batch(tmp_path, itm_features):
         assert torch.allclose(a[key].double(), b[key].double(), atol=1e-4), key
 
 
-def test_rank_batches_and_local_first():
-    from ifnd.itm.train import rank_batches
-    from ifnd.train import distributed as dist
+def test_local_first_in_one_process_moves_nothing():
+    from ifnd.runtime import distributed as dist
 
-    order = torch.arange(12)  # 2 global batches of 2 ranks x 3
-    assert rank_batches(order, 3, 2, 0).tolist() == [0, 1, 2, 6, 7, 8]
-    assert rank_batches(order, 3, 2, 1).tolist() == [3, 4, 5, 9, 10, 11]
-    assert rank_batches(order, 6, 1, 0).tolist() == order.tolist()
-    assert torch.equal(dist.local_first(order), order)  # one process: nothing moves
+    order = torch.arange(12)
+    assert torch.equal(dist.local_first(order), order)
 
 
 def test_resume_is_refused_when_the_ranks_see_different_checkpoints(tmp_path, monkeypatch):
-    from ifnd.train import checkpoint, distributed as dist
+    from ifnd.runtime import checkpoint, distributed as dist
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
@@ -182,31 +188,52 @@ def test_resume_is_refused_when_the_ranks_see_different_checkpoints(tmp_path, mo
         checkpoint.resolve_resume("auto", tmp_path)
 
 
-def test_sigterm_to_torchrun_checkpoints_and_stops_every_rank(tmp_path):
-    """A scheduler's SIGTERM (preemption, time limit) reaches the workers through torchrun:
-    they stop at the same step, rank 0 writes the checkpoint, and resuming ends with the
-    weights of a run that was never stopped."""
+def _sigterm_then_resume(tmp_path: Path, command: str, sets: list[str]) -> tuple[dict, dict]:
+    """Start ``command`` under torchrun (2 gloo processes), SIGTERM the agent once epoch 0's checkpoint
+    exists, resume, and run the same command straight; returns (resumed, straight) checkpoints."""
     out = tmp_path / "run"
-    extra = ["--set=detection.mode=none", "--set=data.max_train_samples=1200", "--set=train.epochs=4"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "ifnd", "pretrain", *(f"--set={s}" for s in [*COMMON, "method=moco", "train.batch_size=8",
-                                                                      f"output_dir={out}"]), *extra]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "ifnd", command, *(f"--set={s}" for s in [*sets, f"output_dir={out}"])]
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
-        agent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+        agent = subprocess.Popen(launcher, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
                                  env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
         last = out / "checkpoints" / "last.pt"
         deadline = time.monotonic() + 300
         while not last.exists() and agent.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert last.exists(), log.read_text()[-3000:]
-        agent.send_signal(signal.SIGTERM)  # epoch 0 is done; 3 epochs (225 steps) remain
+        agent.send_signal(signal.SIGTERM)  # epoch 0 is done; the rest remains
         agent.wait(timeout=120)
     text = log.read_text()
     assert "interrupted at epoch" in text and "checkpoint saved" in text, text[-3000:]
-    assert load_checkpoint(last)["epoch"] < 4
-    _run(out, 2, 8, "moco", [*extra, "--resume=auto"])
-    _run(tmp_path / "straight", 2, 8, "moco", extra)
-    resumed, straight = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (out, tmp_path / "straight"))
-    assert resumed["epoch"] == straight["epoch"] == 4
+    assert load_checkpoint(last)["epoch"] < 3
+    _launch(2, command, sets, out, ["--resume=auto"])
+    _launch(2, command, sets, tmp_path / "straight")
+    return tuple(load_checkpoint(d / "checkpoints" / "last.pt") for d in (out, tmp_path / "straight"))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_sigterm_to_torchrun_checkpoints_and_stops_every_rank(tmp_path):
+    """A scheduler's SIGTERM (preemption, time limit) reaches the workers through torchrun:
+    they stop at the same step, rank 0 writes the checkpoint, and resuming ends with the
+    weights of a run that was never stopped."""
+    sets = [*COMMON, "method=moco", "train.batch_size=8", "detection.mode=none", "data.max_train_samples=1200",
+            "train.epochs=3"]
+    resumed, straight = _sigterm_then_resume(tmp_path, "pretrain", sets)
+    assert resumed["epoch"] == straight["epoch"] == 3
     _assert_same_weights(resumed["model"], straight["model"])  # as if never stopped
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_itm_sigterm_to_torchrun_checkpoints_and_resumes_exactly(tmp_path):
+    root = tmp_path / "features"
+    _write_features(root, "train", 400, seed=0)  # 2,000 pairs: 125 steps of 2 x 8 per epoch
+    _write_features(root, "val", 12, seed=1)
+    sets = _itm_sets(root, 8, "train.epochs=3", "negatives.sampler=fne")
+    resumed, straight = _sigterm_then_resume(tmp_path, "itm-train", sets)
+    assert resumed["epoch"] == straight["epoch"] == 3
+    _assert_same_weights(resumed["model"], straight["model"])
+    assert torch.equal(resumed["mining"]["memory.ids"], straight["mining"]["memory.ids"])

@@ -9,9 +9,12 @@ import torch.nn.functional as F
 
 from ifnd.cli import main
 from ifnd.config import resolve
-from ifnd.eval.linear import FeatureBatches, FrozenEncoder, evaluate, fit_linear
+from ifnd.eval.classifier import ClassifierSpec, ClassifierTask
+from ifnd.eval.linear import FeatureBatches, FrozenEncoder, evaluate
 from ifnd.eval.schema import EVAL_SCHEMA
 from ifnd.models.backbones import build_backbone
+from ifnd.runtime.checkpoint import load_checkpoint
+from ifnd.runtime.loop import Engine, Interrupted
 
 
 def run_cli(*argv: str) -> int:
@@ -26,25 +29,45 @@ def separable(n_per_class: int, classes: int, dim: int, seed: int) -> tuple[torc
     return F.normalize(feats, dim=1), labels
 
 
-def test_linear_probe_separates_separable_features():
-    linear = resolve({"linear": {"epochs": 20}}, schema=EVAL_SCHEMA).linear  # lr 30, batch 256, no decay
+def _fit_separable(tmp_path, resume=None, stop_at=None):
+    cfg = resolve({"device": "cpu", "output_dir": str(tmp_path / "probe"), "linear": {"epochs": 20}},
+                  schema=EVAL_SCHEMA)  # lr 30, batch 256, cosine to 0
     train_x, train_y = separable(100, 5, 32, seed=0)
     test_x, test_y = separable(40, 5, 32, seed=1)
-    classifier, history = fit_linear(FeatureBatches(train_x, train_y, linear.batch_size, seed=0), 32, 5, linear, 0,
-                                     torch.device("cpu"))
+
+    def build(device):
+        classifier = torch.nn.Linear(32, 5)
+        return classifier, torch.optim.SGD(classifier.parameters(), lr=cfg.linear.lr, momentum=0.9)
+
+    def test(model):
+        return evaluate(model, FeatureBatches(test_x, test_y, 64), torch.device("cpu"))
+
+    spec = ClassifierSpec("linear", build, (train_x, train_y), test)
+    return Engine(cfg, lambda ctx, saved: ClassifierTask(ctx, spec), resume, stop_at,
+                  resume_keys=ClassifierTask.resume_keys).fit()
+
+
+def test_linear_probe_separates_separable_features(tmp_path):
+    metrics = _fit_separable(tmp_path)
+    history = metrics["history"]
     assert len(history) == 20 and history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine to 0
     assert history[-1]["loss"] < history[0]["loss"]
-    accuracy = evaluate(classifier, FeatureBatches(test_x, test_y, 64), torch.device("cpu"))
-    assert accuracy["top1"] == pytest.approx(100.0) and accuracy["top5"] == pytest.approx(100.0)
+    assert metrics["top1"] == pytest.approx(100.0) and metrics["top5"] == pytest.approx(100.0)
 
 
-def test_feature_batches_reshuffle_reproducibly_and_cover_every_sample():
+def test_classifier_training_resumes_exactly_mid_epoch(tmp_path):
+    straight = _fit_separable(tmp_path / "a")
+    with pytest.raises(Interrupted):
+        _fit_separable(tmp_path / "b", stop_at=(7, 1))
+    resumed = _fit_separable(tmp_path / "b", resume="auto")
+    assert resumed["epochs_done"] == straight["epochs_done"] == 20
+    a, b = (load_checkpoint(tmp_path / d / "probe" / "checkpoints" / "last.pt")["model"] for d in ("a", "b"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_feature_batches_keep_the_order_and_cover_every_sample():
     x, y = torch.arange(10.0)[:, None], torch.arange(10)
-    first = [b[1].tolist() for b in FeatureBatches(x, y, 4, seed=3)]
-    assert [len(b) for b in first] == [4, 4, 2] and sorted(sum(first, [])) == list(range(10))
-    assert first == [b[1].tolist() for b in FeatureBatches(x, y, 4, seed=3)]
-    batches = FeatureBatches(x, y, 4, seed=3)
-    assert [b[1].tolist() for b in batches] != [b[1].tolist() for b in batches]  # new order each epoch
     assert [b[1].tolist() for b in FeatureBatches(x, y, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 

@@ -15,7 +15,7 @@ from ifnd.itm.model import (
 )
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.models.contrastive import build_model
-from ifnd.train.checkpoint import CheckpointError, save_checkpoint
+from ifnd.runtime.checkpoint import CheckpointError, save_checkpoint
 
 SMALL = {"text": {"word_dim": 8, "hidden_dim": 8}, "model": {"embed_dim": 16, "feature_hidden_dim": 12}}
 

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from ifnd.config import ConfigError, resolve
 from ifnd.falseneg.bayes import FNESampler, SimilarityStats
-from ifnd.falseneg.memory import MomentumMemory
+from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.itm.model import Architecture, build_itm_model
 from ifnd.itm.objective import (
     Candidates,
@@ -34,7 +34,7 @@ SIMS = torch.tensor([
 
 
 def test_gather_candidates_puts_the_batch_first_then_the_memory():
-    memory = MomentumMemory(4, 2)
+    memory = IdRingBuffer.pairs(4, 2)
     memory.enqueue(torch.ones(3, 2), 2 * torch.ones(3, 2), torch.tensor([1, 0, 2]))
     cands = gather_candidates(torch.zeros(2, 2), torch.zeros(2, 2), IDS, memory)
     assert cands.ids.tolist() == CANDIDATE_IDS.tolist()

@@ -14,7 +14,7 @@ import torch
 from torch.testing import assert_close
 
 from ifnd.falseneg.bayes import SimilarityStats, false_negative_probability, sample_negatives, sampling_weights
-from ifnd.falseneg.memory import MomentumMemory
+from ifnd.models.ring_buffer import IdRingBuffer
 
 
 def _stats(method: str = "gaussian") -> SimilarityStats:
@@ -88,7 +88,7 @@ def test_single_draw_per_row_respects_zero_weights_and_fallback_on_wide_rows():
 
 
 def test_memory_contents_are_the_filled_prefix_before_and_after_wrapping():
-    memory = MomentumMemory(size=5, dim=1)
+    memory = IdRingBuffer.pairs(5, 1)
     assert memory.contents()[2].numel() == 0
     memory.enqueue(torch.ones(3, 1), torch.ones(3, 1), torch.tensor([7, 8, 9]))
     assert memory.contents()[2].tolist() == [7, 8, 9]

@@ -10,12 +10,13 @@ import torch
 import yaml
 
 from ifnd.config import ConfigError, load_config
-from ifnd.eval.retrieval import METRIC_KEYS
+from ifnd.metrics.retrieval import METRIC_KEYS
 from ifnd.itm.commands import add_subcommands
 from ifnd.itm.schema import ITM_SCHEMA
-from ifnd.itm.train import ITMTrainer, lr_at_epoch
+from ifnd.itm.train import ITMTask, itm_train
 from ifnd.models.contrastive import build_model
-from ifnd.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ifnd.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ifnd.runtime.loop import Engine, Interrupted
 
 TINY = [
     "device=cpu", "data.image_size=16", "data.max_train_images=40", "data.num_workers=0",
@@ -59,10 +60,6 @@ def test_demo_config_loads_and_unknown_keys_are_refused(tmp_path):
         load_config("configs/itm_demo.yaml", ["negatives.sampler=random"], schema=ITM_SCHEMA)
 
 
-def test_lr_steps_down_at_each_milestone():
-    assert [lr_at_epoch(e, 1.0, 0.1, [2, 4]) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-
-
 def test_train_one_epoch_writes_run_files_and_eval_reads_the_checkpoint(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run(*train_args(run_dir)) == 0
@@ -99,6 +96,24 @@ def test_resume_auto_continues_exactly_like_an_uninterrupted_run(tmp_path):
         run(*train_args(resumed, "train.epochs=3", "data.val_split="), "--resume", "auto")
 
 
+@pytest.mark.parametrize("sampler", ["fne", "hardest"])
+def test_stop_mid_epoch_then_resume_matches_uninterrupted(tmp_path, sampler):
+    """Stopped at epoch 1 step 1 (after FNE's warm-up epoch, with the memory in use) and resumed = never stopped."""
+    sets = [*TINY, "train.epochs=2", "data.max_train_images=60", "train.batch_size=16", f"negatives.sampler={sampler}",
+            "data.val_split="]
+    straight = load_config("configs/itm_demo.yaml", [*sets, f"output_dir={tmp_path / 'straight'}"], schema=ITM_SCHEMA)
+    itm_train(straight)
+    cut = load_config("configs/itm_demo.yaml", [*sets, f"output_dir={tmp_path / 'cut'}"], schema=ITM_SCHEMA)
+    with pytest.raises(Interrupted):
+        itm_train(cut, stop_at=(1, 1))
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 1
+    itm_train(cut, resume="auto")
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("straight", "cut"))
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-6), key
+    assert torch.equal(a["mining"]["memory.ids"], b["mining"]["memory.ids"])
+
+
 def test_image_checkpoint_initialises_the_image_backbone(tmp_path, tiny_cfg):
     pre_cfg = tiny_cfg(model={"backbone": "small_cnn"})
     torch.manual_seed(123)
@@ -108,7 +123,7 @@ def test_image_checkpoint_initialises_the_image_backbone(tmp_path, tiny_cfg):
     cfg = load_config("configs/itm_demo.yaml", [f"output_dir={tmp_path / 'run'}", *TINY,
                                                 f"model.image_checkpoint={path}", "model.backbone=resnet18"],
                       schema=ITM_SCHEMA)
-    trainer = ITMTrainer(cfg)
+    trainer = Engine(cfg, ITMTask).task
     assert trainer.arch.backbone == "small_cnn" and trainer.arch.cifar_stem  # taken from the checkpoint
     expected = pretrained.backbone.state_dict()
     for key, value in trainer.model.image_encoder.backbone.state_dict().items():

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
-from ifnd.train.steps import level_averaged_loss
+from ifnd.pretrain.steps import level_averaged_loss
 
 
 def test_simclr_layout_without_masks_equals_lightly_ntxent():

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ifnd.cli import main
-from ifnd.config import resolve
-from ifnd.data.sources import DataError
-from ifnd.train.checkpoint import CheckpointError, load_checkpoint
-from ifnd.train.pretrain import Interrupted, Trainer, TrainingDiverged
+from ifnd.config import ConfigError, resolve
+from ifnd.runtime.checkpoint import CheckpointError, load_checkpoint
+from ifnd.pretrain.task import PretrainTask
+from ifnd.runtime.loop import Engine, Interrupted, TrainingDiverged
 
 
 def _weights(run_dir):
@@ -25,7 +25,7 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_run_directory_contents(tiny_cfg, method):
     cfg = tiny_cfg(method=method)
-    metrics = Trainer(cfg).fit()
+    metrics = Engine(cfg, PretrainTask).fit()
     run = tiny_cfg().output_dir
     from pathlib import Path
 
@@ -45,48 +45,46 @@ def test_run_directory_contents(tiny_cfg, method):
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_ctrl_c_mid_epoch_then_resume_matches_uninterrupted(tiny_cfg, tmp_path, method):
     reference = tiny_cfg(method=method, output_dir=str(tmp_path / "ref"))
-    Trainer(reference).fit()
+    Engine(reference, PretrainTask).fit()
     cfg = tiny_cfg(method=method, output_dir=str(tmp_path / "cut"))
     with pytest.raises(Interrupted):
-        Trainer(cfg, stop_at=(1, 2)).fit()
+        Engine(cfg, PretrainTask, stop_at=(1, 2)).fit()
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 2
-    Trainer(cfg, resume="auto").fit()
+    Engine(cfg, PretrainTask, resume="auto").fit()
     _assert_same(_weights(tmp_path / "ref"), _weights(tmp_path / "cut"))
 
 
 def test_crash_without_save_resumes_from_last_epoch(tiny_cfg, tmp_path, monkeypatch):
     reference = tiny_cfg(method="moco", output_dir=str(tmp_path / "ref"))
-    Trainer(reference).fit()
+    Engine(reference, PretrainTask).fit()
     cfg = tiny_cfg(method="moco", output_dir=str(tmp_path / "crash"))
-    original = Trainer._step
+    original = PretrainTask.step
 
-    def crashing(self, *args):
-        if (self.epoch, self.step) == (1, 1):
+    def crashing(self, batch, epoch, step):
+        if (epoch, step) == (1, 1):
             raise RuntimeError("simulated power cut")
-        return original(self, *args)
+        return original(self, batch, epoch, step)
 
-    monkeypatch.setattr(Trainer, "_step", crashing)
+    monkeypatch.setattr(PretrainTask, "step", crashing)
     with pytest.raises(RuntimeError, match="power cut"):
-        Trainer(cfg).fit()
+        Engine(cfg, PretrainTask).fit()
     assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(Trainer, "_step", original)
-    Trainer(cfg, resume="auto").fit()
+    monkeypatch.setattr(PretrainTask, "step", original)
+    Engine(cfg, PretrainTask, resume="auto").fit()
     _assert_same(_weights(tmp_path / "ref"), _weights(tmp_path / "crash"))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):
     cfg = tiny_cfg()
-    original = Trainer._step
+    original = PretrainTask.step
 
-    def poisoned(self, *args):
-        out = original(self, *args)
-        if self.epoch == 1:
-            out.loss = out.loss * float("nan")
-        return out
+    def poisoned(self, batch, epoch, step):
+        loss = original(self, batch, epoch, step)
+        return loss * float("nan") if epoch == 1 else loss
 
-    monkeypatch.setattr(Trainer, "_step", poisoned)
+    monkeypatch.setattr(PretrainTask, "step", poisoned)
     with pytest.raises(TrainingDiverged, match="epoch 1 step 0.*last good checkpoint"):
-        Trainer(cfg).fit()
+        Engine(cfg, PretrainTask).fit()
     from pathlib import Path
 
     assert load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["epoch"] == 1
@@ -94,15 +92,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch
 
 def test_checkpoint_from_another_architecture_is_refused(tiny_cfg):
     cfg = tiny_cfg(train={"epochs": 1})
-    Trainer(cfg).fit()
+    Engine(cfg, PretrainTask).fit()
     other = resolve({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "backbone": "resnet18"}})
     with pytest.raises(CheckpointError, match="model.backbone='small_cnn'"):
-        Trainer(other, resume="auto")
+        Engine(other, PretrainTask, resume="auto")
 
 
 def test_batch_larger_than_data_is_refused(tiny_cfg):
-    with pytest.raises(DataError, match="lower train.batch_size"):
-        Trainer(tiny_cfg(train={"batch_size": 256}))
+    with pytest.raises(ConfigError, match="lower train.batch_size"):
+        Engine(tiny_cfg(train={"batch_size": 256}), PretrainTask)
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ifnd.train.checkpoint import load_checkpoint
-from ifnd.train.pretrain import Interrupted, Trainer
+from ifnd.runtime.checkpoint import load_checkpoint
+from ifnd.pretrain.task import PretrainTask
+from ifnd.runtime.loop import Engine, Interrupted
 
 DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "cluster_every": 1,
              "accept_start": 0.5, "accept_end": 1.0}
@@ -21,7 +22,7 @@ DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "clust
 def test_ifnd_run_detects_and_logs(tiny_cfg, method, features, loss):
     cfg = tiny_cfg(method=method, detection={**DETECTION, "features": features, "loss": loss},
                    train={"epochs": 3})
-    metrics = Trainer(cfg).fit()
+    metrics = Engine(cfg, PretrainTask).fit()
     saved = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
     assert saved["accepted_share"] == pytest.approx(1.0)  # last round sits at the last epoch
     assert 0 <= saved["fn_precision"] <= 1 and 0 < saved["fn_recall"] <= 1
@@ -34,7 +35,7 @@ def test_ifnd_run_detects_and_logs(tiny_cfg, method, features, loss):
 
 def test_oracle_detection_is_exact(tiny_cfg):
     cfg = tiny_cfg(method="moco", detection={**DETECTION, "mode": "oracle", "accept_start": 1.0})
-    metrics = Trainer(cfg).fit()
+    metrics = Engine(cfg, PretrainTask).fit()
     assert metrics["fn_precision"] == pytest.approx(1.0)
     assert metrics["fn_recall"] == pytest.approx(1.0)
 
@@ -42,15 +43,15 @@ def test_oracle_detection_is_exact(tiny_cfg):
 def test_resume_between_rounds_keeps_labels_and_matches(tiny_cfg, tmp_path):
     detection = {**DETECTION, "cluster_every": 2, "warmup_epochs": 1}
     ref = tiny_cfg(method="moco", detection=detection, train={"epochs": 3}, output_dir=str(tmp_path / "ref"))
-    Trainer(ref).fit()
+    Engine(ref, PretrainTask).fit()
     cfg = tiny_cfg(method="moco", detection=detection, train={"epochs": 3}, output_dir=str(tmp_path / "cut"))
     with pytest.raises(Interrupted):
-        Trainer(cfg, stop_at=(2, 1)).fit()  # round at epoch 1; epoch 2 has none
+        Engine(cfg, PretrainTask, stop_at=(2, 1)).fit()  # round at epoch 1; epoch 2 has none
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert cut["detector"]["last_round"] == 1 and (cut["detector"]["labels"] >= 0).any()
-    trainer = Trainer(cfg, resume="auto")
-    assert not trainer.detector.wants_round(2)
-    trainer.fit()
+    engine = Engine(cfg, PretrainTask, resume="auto")
+    assert not engine.task.detector.wants_round(2)
+    engine.fit()
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])
@@ -62,13 +63,13 @@ def test_resume_between_rounds_keeps_labels_and_matches(tiny_cfg, tmp_path):
 def test_moco_with_fne_negatives_trains_and_resumes_exactly(tiny_cfg, tmp_path, num_samples):
     negatives = {"sampler": "fne", "num_samples": num_samples, "warmup_epochs": 1, "min_positives": 4}
     ref = tiny_cfg(method="moco", negatives=negatives, output_dir=str(tmp_path / "ref"))
-    Trainer(ref).fit()
+    Engine(ref, PretrainTask).fit()
     state = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
     assert state["fne"]["stats.count"].sum() > 0  # statistics were fed
     cfg = tiny_cfg(method="moco", negatives=negatives, output_dir=str(tmp_path / "cut"))
     with pytest.raises(Interrupted):
-        Trainer(cfg, stop_at=(1, 2)).fit()
-    Trainer(cfg, resume="auto").fit()
+        Engine(cfg, PretrainTask, stop_at=(1, 2)).fit()
+    Engine(cfg, PretrainTask, resume="auto").fit()
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     for key in state["model"]:
         assert torch.allclose(state["model"][key].float(), b["model"][key].float(), atol=1e-6), key
@@ -76,7 +77,7 @@ def test_moco_with_fne_negatives_trains_and_resumes_exactly(tiny_cfg, tmp_path, 
 
 def test_fne_weights_remove_known_positives_and_keep_scale():
     from ifnd.falseneg.bayes import FNESampler
-    from ifnd.train.steps import fne_log_weights
+    from ifnd.pretrain.steps import fne_log_weights
 
     sampler = FNESampler(warmup_epochs=0)
     q = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ifnd.eval.retrieval import (
+from ifnd.metrics.retrieval import (
     METRIC_KEYS,
     fold_metrics,
     i2t_ranks,

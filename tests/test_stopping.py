@@ -3,7 +3,7 @@
 import os
 import signal
 
-from ifnd.train.stopping import StopSignals
+from ifnd.runtime.stopping import StopSignals
 
 
 def test_signals_are_recorded_inside_and_restored_outside():

@@ -18,7 +18,13 @@ FNE runs after its warm-up with ready statistics (the full Bayes path). The two 
 alternate step by step and the median step time of each is reported: the machine may
 be shared.
 
-    python tools/bench_fne_step.py [--batch-size 128] [--dim 1024] [--memory 8192]
+The settings are an experiment file (``--config``, default
+configs/experiments/bench_fne_step.yaml): ``base`` image-text matching config keys (the
+demo model and data; ``train.batch_size``, ``model.embed_dim``, ``negatives.memory_size``)
+and ``steps``, ``warmup_steps``, ``threads``. ``--set KEY=VALUE`` changes a config key; the
+other flags override the file.
+
+    python tools/bench_fne_step.py [--batch-size 128] [--dim 1024] [--memory 8192] [--steps 40]
 """
 
 from __future__ import annotations
@@ -26,26 +32,25 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ifnd.config import add_config_args, format_override, load_experiment, resolve
+from ifnd.falseneg.bayes import FNESampler
+from ifnd.itm.data import PairDataset, collate_pairs, image_transform, load_demo
+from ifnd.itm.model import Architecture, ITMModel, build_itm_model
+from ifnd.itm.objective import gather_candidates, similarities
+from ifnd.itm.schema import ITM_SCHEMA
+from ifnd.itm.step import NegativeMining, itm_step
+from ifnd.itm.text import Vocabulary
 
-from ifnd.config import load_config  # noqa: E402
-from ifnd.falseneg.bayes import FNESampler  # noqa: E402
-from ifnd.itm.data import PairDataset, collate_pairs, image_transform, load_demo  # noqa: E402
-from ifnd.itm.model import Architecture, ITMModel, build_itm_model  # noqa: E402
-from ifnd.itm.objective import gather_candidates, similarities  # noqa: E402
-from ifnd.itm.schema import ITM_SCHEMA  # noqa: E402
-from ifnd.itm.step import NegativeMining, itm_step  # noqa: E402
-from ifnd.itm.text import Vocabulary  # noqa: E402
-
+EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "bench_fne_step.yaml"
+SETTINGS = ("steps", "warmup_steps", "threads")
 SAMPLERS = ("fne", "hardest")
 
 
@@ -78,9 +83,7 @@ def noisy_pairs(centres: Tensor, ids: Tensor, generator: torch.Generator) -> tup
 
 def mining_for(sampler: str, args: argparse.Namespace) -> NegativeMining:
     """Negative mining past FNE's warm-up, memory still empty."""
-    cfg = load_config(None, [f"negatives.sampler={sampler}", f"negatives.memory_size={args.memory}",
-                             f"model.embed_dim={args.dim}", f"train.batch_size={args.batch_size}",
-                             "negatives.min_positives=1"], schema=ITM_SCHEMA)
+    cfg = resolve(args.cfg.to_dict(), [f"negatives.sampler={sampler}"], schema=ITM_SCHEMA)
     mining = NegativeMining.from_config(cfg)
     mining.start_epoch(1)
     return mining
@@ -174,7 +177,7 @@ def warmed_up_model(cfg: Any, vocab_size: int, batches: list[tuple[Tensor, ...]]
 
 
 def whole_step(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
-    cfg = load_config("configs/itm_demo.yaml", [f"model.embed_dim={args.dim}"], schema=ITM_SCHEMA)
+    cfg = args.cfg
     split = load_demo("train", cfg.data.image_size)
     vocab = Vocabulary.build(split.captions, cfg.text.min_count)
     pairs = PairDataset(split, image_transform(cfg, train=True), vocab)
@@ -198,20 +201,34 @@ def whole_step(args: argparse.Namespace) -> Callable[[str], Callable[[], None]]:
     return make
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--dim", type=int, default=1024, help="joint embedding width (VSE++: 1024)")
-    parser.add_argument("--memory", type=int, default=8192)
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per sampler and measurement")
-    parser.add_argument("--warmup-steps", type=int, default=40,
+    add_config_args(parser, example="negatives.memory_size=4096")
+    parser.add_argument("--batch-size", type=int, help="a shortcut for --set train.batch_size")
+    parser.add_argument("--dim", type=int, help="joint embedding width (VSE++: 1024); a shortcut for --set model.embed_dim")
+    parser.add_argument("--memory", type=int, help="a shortcut for --set negatives.memory_size")
+    parser.add_argument("--steps", type=int, help="timed steps per sampler and measurement")
+    parser.add_argument("--warmup-steps", type=int,
                         help="hardest-negative training steps of the demo model before the whole-step timing")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int,
                         help="torch intra-op threads (1 avoids spin-wait stalls on a shared, busy CPU)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    experiment = load_experiment(args.config or EXPERIMENT, SETTINGS, schema=ITM_SCHEMA)
+    shortcuts = {"train.batch_size": args.batch_size, "model.embed_dim": args.dim, "negatives.memory_size": args.memory}
+    args.cfg = experiment.config([*(format_override(k, v) for k, v in shortcuts.items() if v is not None),
+                                  *args.overrides])
+    args.batch_size, args.dim = args.cfg.train.batch_size, args.cfg.model.embed_dim
+    args.memory = args.cfg.negatives.memory_size
+    for key in SETTINGS:  # a flag overrides the file
+        if getattr(args, key) is None:
+            setattr(args, key, experiment.settings[key])
     torch.set_num_threads(args.threads)
     print(f"B={args.batch_size}, D={args.dim}, memory={args.memory}, {args.threads} thread(s), "
-          f"median of {args.steps} steps each\n")
+          f"median of {args.steps} steps each ({experiment.path.name})\n")
     print("| measured | FNE ms/step | hardest ms/step | FNE / hardest |\n|---|---|---|---|")
     measures = (("negative choice only (one direction)", choice_only(args)),
                 ("sampler + loss, both directions (+ backward)", loss_part(args)),

@@ -1,7 +1,8 @@
 """Benchmark our faiss spherical k-means against scikit-learn on synthetic clusters.
 
-    python tools/bench_kmeans.py [--n 50000 --d 128 --k 1000 --centres 1000 --seed 0
-                                  --niter 20 --noise 0.1 --repeats 3 --gpu]
+    python tools/bench_kmeans.py [--config configs/experiments/kmeans.yaml] [--set seed=1]
+                                 [--n 50000 --d 128 --k 1000 --centres 1000 --niter 20
+                                  --noise 0.1 --repeats 3 --methods sklearn,random --gpu]
     # ImageNet scale on a GPU (scikit-learn would take hours there, so it is left out):
     python tools/bench_kmeans.py --n 1281167 --k 25000 --centres 25000 --gpu --methods random --repeats 1
 
@@ -12,30 +13,30 @@ sum of squared distances of the points to the mean of their cluster, from the as
 alone (spherical k-means keeps unit-norm centroids, which would otherwise inflate its
 number for the same partition).
 
+The settings are an experiment file (``--config``, default configs/experiments/kmeans.yaml):
+``base`` holds ``seed`` and ``detection.kmeans_niter`` / ``kmeans_nredo`` (``--set``
+changes them), the other keys the data and the methods; a flag overrides the file.
+
 Target: within 5% of scikit-learn's inertia at >= 5x its speed. The ratio columns compare
-with the first of ``--methods`` (scikit-learn by default).
+with the first of ``methods`` (scikit-learn by default).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.cluster import KMeans
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ifnd.config import add_config_args, format_override, load_experiment
+from ifnd.falseneg.clustering import cluster_means, inertia, normalize_rows, spherical_kmeans
+from ifnd.falseneg.diagnostics import nmi
 
-from ifnd.falseneg.clustering import (  # noqa: E402
-    cluster_means,
-    inertia,
-    normalize_rows,
-    spherical_kmeans,
-)
-from ifnd.falseneg.diagnostics import nmi  # noqa: E402
+EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "kmeans.yaml"
+SETTINGS = ("n", "d", "k", "centres", "noise", "repeats", "methods", "gpu")
 
 BASELINE = "sklearn KMeans k-means++"
 METHODS = {
@@ -82,37 +83,47 @@ def timed(run: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarra
     return min(seconds), assignments
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=50000)
-    parser.add_argument("--d", type=int, default=128)
-    parser.add_argument("--k", type=int, default=1000)
-    parser.add_argument("--centres", type=int, default=1000)
-    parser.add_argument("--noise", type=float, default=0.1, help="per-dimension noise std")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--niter", type=int, default=20)
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="time each method this often, keep the fastest"
-    )
-    parser.add_argument("--gpu", action="store_true", help="run faiss on the GPU")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated subset of {', '.join(METHODS)}; ratios are against the first")
-    args = parser.parse_args()
-    chosen = args.methods.split(",")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, example="detection.kmeans_niter=10")
+    parser.add_argument("--n", type=int, help="points")
+    parser.add_argument("--d", type=int, help="dimensions")
+    parser.add_argument("--k", type=int, help="clusters")
+    parser.add_argument("--centres", type=int, help="true centres the points lie around")
+    parser.add_argument("--noise", type=float, help="per-dimension noise std")
+    parser.add_argument("--seed", type=int, help="seed (data and every method)")
+    parser.add_argument("--niter", type=int, help="detection.kmeans_niter: iterations of every method")
+    parser.add_argument("--repeats", type=int, help="time each method this often, keep the fastest")
+    parser.add_argument("--gpu", action="store_true", default=None, help="run faiss on the GPU")
+    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)}; ratios are against the first")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    experiment = load_experiment(args.config or EXPERIMENT, SETTINGS)
+    shortcuts = [format_override(key, value) for key, value in (("seed", args.seed), ("detection.kmeans_niter", args.niter))
+                 if value is not None]
+    cfg = experiment.config([*shortcuts, *args.overrides])
+    for key in SETTINGS:  # a flag overrides the file
+        if getattr(args, key) is None:
+            setattr(args, key, experiment.settings[key])
+    args.seed, args.niter, nredo = cfg.seed, cfg.detection.kmeans_niter, cfg.detection.kmeans_nredo
+    chosen = args.methods.split(",") if isinstance(args.methods, str) else list(args.methods)
     unknown = sorted(set(chosen) - set(METHODS))
     if unknown:
-        parser.error(f"unknown --methods {unknown}; choose from {', '.join(METHODS)}")
+        raise SystemExit(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
 
     x, truth = make_data(args.n, args.d, args.centres, args.noise, args.seed)
 
     def faiss_run(init: str) -> Callable[[], np.ndarray]:
         return lambda: spherical_kmeans(
-            x, args.k, niter=args.niter, seed=args.seed, init=init, use_gpu=args.gpu
+            x, args.k, niter=args.niter, nredo=nredo, seed=args.seed, init=init, use_gpu=args.gpu
         ).assignments
 
     def sklearn_run() -> np.ndarray:
         model = KMeans(
-            args.k, init="k-means++", n_init=1, max_iter=args.niter, random_state=args.seed
+            args.k, init="k-means++", n_init=nredo, max_iter=args.niter, random_state=args.seed
         )
         return model.fit_predict(x).astype(np.int64)
 
@@ -126,7 +137,7 @@ def main() -> None:
     base_seconds, base_inertia, _ = rows[reference]
 
     print(f"N={args.n} D={args.d} k={args.k} centres={args.centres} noise={args.noise} "
-          f"niter={args.niter} repeats={args.repeats} device={'gpu' if args.gpu else 'cpu'}")
+          f"niter={args.niter} nredo={nredo} repeats={args.repeats} device={'gpu' if args.gpu else 'cpu'}")
     truth_inertia = partition_inertia(x, truth, args.centres)
     print(f"Partition by the true centres: inertia {truth_inertia:.1f}\n")
     print(f"| method | seconds | inertia | inertia / {chosen[0]} | speed-up vs {chosen[0]} "

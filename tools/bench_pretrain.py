@@ -4,6 +4,12 @@ Times full optimisation steps (forward of both views, loss, backward, SGD step) 
 random images of the given size, so data loading is excluded; compare with the data
 pipeline's own rate separately (``--loader``).
 
+The settings are an experiment file (``--config``, default
+configs/experiments/bench_pretrain.yaml): ``base`` config keys (backbone, stem, image
+size, batch, queue, the IFND levels, device), and the tool's own keys (methods,
+detections, num_samples, steps, warmup, lr, loader). ``--set KEY=VALUE`` changes a
+config key; the other flags override the file.
+
     python tools/bench_pretrain.py                       # ResNet-18, 32 px, batch 256
     python tools/bench_pretrain.py --backbone small_cnn --image-size 28
     python tools/bench_pretrain.py --detection none,ifnd # also with a 3-level label table, and the ratio
@@ -17,20 +23,21 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ifnd.config import add_config_args, format_override, load_experiment
+from ifnd.falseneg.detector import DetectionSettings, FalseNegativeDetector
+from ifnd.models.contrastive import build_model
+from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.pretrain.optim import build_optimizer
+from ifnd.pretrain.steps import moco_step, simclr_step
 
-from ifnd.config import resolve  # noqa: E402
-from ifnd.falseneg.detector import FalseNegativeDetector  # noqa: E402
-from ifnd.models.contrastive import build_model  # noqa: E402
-from ifnd.models.queue import IdQueue  # noqa: E402
-from ifnd.train.optim import build_optimizer  # noqa: E402
-from ifnd.train.steps import moco_step, simclr_step  # noqa: E402
+EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "bench_pretrain.yaml"
+SETTINGS = ("methods", "detections", "num_samples", "steps", "warmup", "lr", "loader")
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -39,36 +46,30 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_method(method: str, detection: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    num_samples, clusters = args.num_samples, [int(k) for k in args.clusters.split(",")]
-    cfg = resolve({
-        "method": method,
-        "model": {"backbone": args.backbone, "cifar_stem": args.stem == "cifar"},
-        "moco": {"queue_size": args.queue},
-        "train": {"batch_size": args.batch_size},
-        "detection": {"mode": detection, "num_clusters": clusters},
-    })
+def bench_method(cfg: Any, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Images/s and peak memory of ``args.steps`` steps of ``cfg.method`` with ``cfg.detection.mode``."""
+    num_samples, clusters, batch, size = args.num_samples, cfg.detection.num_clusters, cfg.train.batch_size, cfg.data.image_size
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model = build_model(cfg).to(device, memory_format=memory_format)
-    queue = IdQueue(args.queue, cfg.model.proj_dim).to(device) if method == "moco" else None
-    optimizer = build_optimizer(model.parameters(), cfg, lr=0.03)
-    detector = FalseNegativeDetector(cfg, num_samples, cfg.model.proj_dim, None)
-    if detection == "ifnd":  # a filled table, as after a round
+    queue = IdRingBuffer.from_config(cfg).to(device) if cfg.method == "moco" else None
+    optimizer = build_optimizer(model.parameters(), cfg, lr=args.lr)
+    detector = FalseNegativeDetector(DetectionSettings.from_config(cfg), num_samples, cfg.model.proj_dim, None)
+    if cfg.detection.mode == "ifnd":  # a filled table, as after a round
         detector.labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
         detector.last_round = 0
     if queue is not None:
-        queue.enqueue(torch.nn.functional.normalize(torch.randn(args.queue, cfg.model.proj_dim)).to(device),
-                      torch.randint(0, num_samples, (args.queue,)))
-    shape = (args.batch_size, 3, args.image_size, args.image_size)
+        queue.enqueue(torch.nn.functional.normalize(torch.randn(cfg.moco.queue_size, cfg.model.proj_dim)).to(device),
+                      torch.randint(0, num_samples, (cfg.moco.queue_size,)))
+    shape = (batch, 3, size, size)
     x1, x2 = (torch.randn(shape, device=device).contiguous(memory_format=memory_format) for _ in range(2))
     amp = cuda
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> None:
-        ids = torch.randint(0, num_samples, (args.batch_size,), device=device)
+        ids = torch.randint(0, num_samples, (batch,), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = moco_step(model, model, queue, x1, x2, ids, detector, cfg) if queue is not None else \
                 simclr_step(model, x1, x2, ids, detector, cfg)
@@ -78,69 +79,95 @@ def bench_method(method: str, detection: str, args: argparse.Namespace, device: 
 
     for _ in range(args.warmup):
         step()
-    if device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
-    if device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    return {"images_per_s": args.steps * args.batch_size / elapsed, "peak_mb": peak_memory_mb(device)}
+    return {"images_per_s": args.steps * batch / elapsed, "peak_mb": peak_memory_mb(device)}
 
 
-def bench_loader(args: argparse.Namespace) -> float:
-    """Images/s of the two-view lightly transform through the DataLoader (digits, upsampled)."""
+def bench_loader(cfg: Any) -> float:
+    """Images/s of the two-view lightly transform through the DataLoader (``data.name``, upsampled)."""
     from ifnd.data.build import build_sources, train_loader
-    from ifnd.data.sampler import ResumableSampler
     from ifnd.data.views import IndexedViews, build_view_transform
+    from ifnd.runtime.sampler import ResumableSampler
 
-    cfg = resolve({"data": {"image_size": args.image_size, "num_workers": args.workers}})
     train, _ = build_sources(cfg)
     views = IndexedViews(train, build_view_transform(cfg))
-    sampler = ResumableSampler(len(train), args.batch_size)
+    sampler = ResumableSampler(len(train), cfg.train.batch_size)
     start = time.perf_counter()
-    n = sum(len(ids) for _, _, ids in train_loader(views, sampler, args.workers, False))
+    n = sum(len(ids) for _, _, ids in train_loader(views, sampler, cfg.data.num_workers, False))
     return n / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet18", choices=["small_cnn", "resnet18", "resnet50"])
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"],
-                        help="ResNet first layer: 3x3 stride 1 (cifar) or 7x7 stride 2 + max-pool (imagenet)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--queue", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--detection", default="none",
+    add_config_args(parser, example="model.backbone=small_cnn")
+    config_flag = "a shortcut for --set "
+    parser.add_argument("--backbone", choices=["small_cnn", "resnet18", "resnet50"], help=config_flag + "model.backbone")
+    parser.add_argument("--image-size", type=int, help=config_flag + "data.image_size")
+    parser.add_argument("--stem", choices=["cifar", "imagenet"],
+                        help="ResNet first layer: 3x3 stride 1 (cifar) or 7x7 stride 2 + max-pool (imagenet); "
+                             + config_flag + "model.cifar_stem")
+    parser.add_argument("--batch-size", type=int, help=config_flag + "train.batch_size")
+    parser.add_argument("--queue", type=int, help=config_flag + "moco.queue_size")
+    parser.add_argument("--clusters", help="k of each IFND granularity, comma-separated; " + config_flag + "detection.num_clusters")
+    parser.add_argument("--workers", type=int, help=config_flag + "data.num_workers (--loader only)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help=config_flag + "device")
+    parser.add_argument("--methods", help="comma-separated: simclr, moco")
+    parser.add_argument("--detection", dest="detections",
                         help="none, ifnd, or none,ifnd (each method both ways, and the time ratio)")
-    parser.add_argument("--num-samples", type=int, default=50_000, help="data set size the IFND label table covers")
-    parser.add_argument("--clusters", default="100,500,1000", help="k of each IFND granularity")
-    parser.add_argument("--methods", default="simclr,moco")
-    parser.add_argument("--loader", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    detections = args.detection.split(",")
-    if not set(detections) <= {"none", "ifnd"}:
-        parser.error(f"--detection takes none, ifnd or none,ifnd; got {args.detection}")
-    device = torch.device(args.device)
+    parser.add_argument("--num-samples", type=int, help="data set size the IFND label table covers")
+    parser.add_argument("--steps", type=int, help="timed steps")
+    parser.add_argument("--warmup", type=int, help="untimed steps first")
+    parser.add_argument("--lr", type=float, help="SGD learning rate of the steps")
+    parser.add_argument("--loader", action="store_true", default=None, help="also the lightly transform + loader rate")
+    return parser.parse_args(argv)
+
+
+def shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    """The config-key flags as ``key=value`` overrides (applied before ``--set``)."""
+    values = {"model.backbone": args.backbone, "data.image_size": args.image_size, "train.batch_size": args.batch_size,
+              "moco.queue_size": args.queue, "data.num_workers": args.workers, "device": args.device,
+              "model.cifar_stem": None if args.stem is None else args.stem == "cifar",
+              "detection.num_clusters": None if args.clusters is None else [int(k) for k in args.clusters.split(",")]}
+    return [format_override(key, value) for key, value in values.items() if value is not None]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    experiment = load_experiment(args.config or EXPERIMENT, SETTINGS)
+    overrides = [*shortcut_overrides(args), *args.overrides]
+    cfg = experiment.config(overrides)
+    for key in SETTINGS:  # a flag overrides the file
+        if getattr(args, key) is None:
+            setattr(args, key, experiment.settings[key])
+    methods = args.methods.split(",") if isinstance(args.methods, str) else list(args.methods)
+    detections = args.detections.split(",") if isinstance(args.detections, str) else list(args.detections)
+    if not set(detections) <= {"none", "ifnd"} or not set(methods) <= {"simclr", "moco"}:
+        raise SystemExit(f"methods take simclr, moco and detections none, ifnd; got {methods} and {detections}")
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device={name} backbone={args.backbone} stem={args.stem} size={args.image_size} batch={args.batch_size} "
-          f"queue={args.queue} samples={args.num_samples} clusters={args.clusters} steps={args.steps}\n")
+    print(f"device={name} backbone={cfg.model.backbone} stem={'cifar' if cfg.model.cifar_stem else 'imagenet'} "
+          f"size={cfg.data.image_size} batch={cfg.train.batch_size} queue={cfg.moco.queue_size} "
+          f"samples={args.num_samples} clusters={','.join(map(str, cfg.detection.num_clusters))} steps={args.steps} "
+          f"({experiment.path.name})\n")
     print("| method | detection | images/s | peak memory (MiB) |\n|---|---|---|---|")
-    for method in args.methods.split(","):
+    for method in methods:
         rates = {}
         for detection in detections:
-            result = bench_method(method, detection, args, device)
+            run_cfg = experiment.config([*overrides, f"method={method}", f"detection.mode={detection}"])
+            result = bench_method(run_cfg, args, device)
             rates[detection] = result["images_per_s"]
             print(f"| {method} | {detection} | {result['images_per_s']:.1f} | {result['peak_mb']:.0f} |", flush=True)
         if len(rates) == 2:
             print(f"| {method} | step time ifnd / none | {rates['none'] / rates['ifnd']:.3f} | |", flush=True)
     if args.loader:
-        print(f"\ndata pipeline (two lightly views, {args.workers} workers): {bench_loader(args):.0f} images/s")
+        print(f"\ndata pipeline (two lightly views, {cfg.data.num_workers} workers): {bench_loader(cfg):.0f} images/s")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ of how the batch is split, so the runs differ only by floating-point rounding (t
 reductions run in another order); over epochs that drift can move points near a
 cluster boundary, which the agreement share shows. Each run's log is in OUT/*/log.txt.
 
+The settings are an experiment file (``--config``, default
+configs/experiments/ddp_cpu.yaml): ``base`` config keys (``train.batch_size`` is the
+global batch), ``nproc``, ``threads`` and ``out``; ``--set KEY=VALUE`` applies to both runs.
+
     python tools/compare_ddp.py                      # MoCo v2 + IFND, digits, 2 processes, ~2 min on 2 cores
     python tools/compare_ddp.py --method simclr --set detection.features=bank
 """
@@ -18,36 +22,49 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ifnd.config import add_config_args, format_override, load_experiment
+from ifnd.runtime.checkpoint import load_checkpoint
 
-from ifnd.train.checkpoint import load_checkpoint  # noqa: E402
-
-BASE = [
-    "data.name=digits", "data.image_size=16", "data.num_workers=0", "model.backbone=small_cnn",
-    "model.proj_hidden_dim=64", "model.proj_dim=32", "model.norm=group", "moco.queue_size=512", "train.lr=0.3",
-    "knn.every=0", "knn.baselines=false", "detection.mode=ifnd", "detection.features=pass",
-    "detection.num_clusters=[10, 20]", "detection.accept_start=0.5", "device=cpu",
-]
+EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "ddp_cpu.yaml"
+SETTINGS = ("nproc", "threads", "out")
+# Shortcut flag -> config key (applied before --set).
+SHORTCUTS = {"method": "method", "global_batch": "train.batch_size", "epochs": "train.epochs",
+             "detect_warmup": "detection.warmup_epochs", "samples": "data.max_train_samples"}
 
 
-def run(out: Path, nproc: int, batch: int, threads: int, args: argparse.Namespace) -> dict:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, example="detection.features=bank")
+    parser.add_argument("--nproc", type=int, help="processes of the torchrun run (default: the file's nproc)")
+    parser.add_argument("--method", choices=["moco", "simclr"], help="method")
+    parser.add_argument("--global-batch", type=int, help="train.batch_size of the one process, split over --nproc")
+    parser.add_argument("--epochs", type=int, help="train.epochs")
+    parser.add_argument("--detect-warmup", type=int, help="detection.warmup_epochs")
+    parser.add_argument("--samples", type=int, help="data.max_train_samples (0 = all 1,437 digits)")
+    parser.add_argument("--threads", type=int, help="threads of the one-process run (default: the file's; 0 = every core)")
+    parser.add_argument("--out", help="parent folder of the two runs (default: the file's out)")
+    return parser.parse_args(argv)
+
+
+def run(out: Path, nproc: int, batch: int, threads: int, sets: list[str]) -> dict[str, Any]:
     """Train once; returns metrics.json plus the checkpoint's weights and label table."""
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    sets = [*BASE, f"method={args.method}", f"train.epochs={args.epochs}", f"detection.warmup_epochs={args.detect_warmup}",
-            f"data.max_train_samples={args.samples}", f"train.batch_size={batch}", f"output_dir={out}", *args.set]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    sets = [*sets, f"train.batch_size={batch}", format_override("output_dir", str(out))]
+    command = [*launcher, "-m", "ifnd", "pretrain", *(f"--set={s}" for s in sets)]
     out.mkdir(parents=True, exist_ok=True)
+    print("$ " + shlex.join(command), file=sys.stderr, flush=True)
     with (out / "log.txt").open("w") as log:
-        done = subprocess.run([*launcher, "-m", "ifnd", "pretrain", *(f"--set={s}" for s in sets)], cwd=ROOT, env=env,
+        done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                               stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
         sys.exit(f"training failed (exit {done.returncode}); see {out / 'log.txt'}")
@@ -56,37 +73,43 @@ def run(out: Path, nproc: int, batch: int, threads: int, args: argparse.Namespac
     return {**metrics, "model": state["model"], "labels": state["detector"]["labels"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nproc", type=int, default=2)
-    parser.add_argument("--method", default="moco", choices=["moco", "simclr"])
-    parser.add_argument("--global-batch", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--detect-warmup", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=0, help="training images (0 = all 1,437 digits)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of the one-process run")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
-    parser.add_argument("--out", default="runs/compare_ddp")
-    args = parser.parse_args()
-    if args.global_batch % args.nproc:
-        parser.error(f"--global-batch {args.global_batch} must split evenly over --nproc {args.nproc}")
+def images_per_s(metrics: dict[str, Any]) -> float:
+    """Throughput of the last epoch (history key ``samples_per_s``; ``images_per_s`` in older runs)."""
+    last = metrics["history"][-1]
+    return last["samples_per_s"] if "samples_per_s" in last else last["images_per_s"]
 
-    out = Path(args.out)
-    single = run(out / "single", 1, args.global_batch, args.threads, args)
-    multi = run(out / f"ddp{args.nproc}", args.nproc, args.global_batch // args.nproc, 1, args)
 
-    print(f"{args.method}, digits, global batch {args.global_batch}, {args.epochs} epochs, "
-          f"IFND from epoch {args.detect_warmup}, {os.cpu_count()} CPU cores\n")
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    experiment = load_experiment(args.config or EXPERIMENT, SETTINGS)
+    extra = [*(format_override(key, getattr(args, dest)) for dest, key in SHORTCUTS.items()
+               if getattr(args, dest) is not None), *args.overrides]
+    cfg = experiment.config(extra)  # validated here, before either run
+    sets = [*experiment.base_overrides(), *extra]
+    nproc = args.nproc or experiment.settings["nproc"]
+    threads = args.threads if args.threads is not None else experiment.settings["threads"]
+    threads = threads or os.cpu_count() or 1
+    batch = cfg.train.batch_size
+    if batch % nproc:
+        raise SystemExit(f"the global batch train.batch_size={batch} must split evenly over nproc={nproc}")
+
+    out = Path(args.out or experiment.settings["out"])
+    single = run(out / "single", 1, batch, threads, sets)
+    multi = run(out / f"ddp{nproc}", nproc, batch // nproc, 1, sets)
+
+    print(f"{cfg.method}, {cfg.data.name}, global batch {batch}, {cfg.train.epochs} epochs, "
+          f"detection {cfg.detection.mode} from epoch {cfg.detection.warmup_epochs}, {os.cpu_count()} CPU cores "
+          f"({experiment.path.name})\n")
     print("| run | images/s | train time (s) | last loss | kNN top-1 % |\n|---|---|---|---|---|")
-    for name, m in ((f"1 process x {args.threads} threads", single), (f"{args.nproc} processes x 1 thread (gloo)", multi)):
+    for name, m in ((f"1 process x {threads} threads", single), (f"{nproc} processes x 1 thread (gloo)", multi)):
         last = m["history"][-1]
-        print(f"| {name} | {last['images_per_s']:.0f} | {m['train_time_s']:.1f} | {last['loss']:.4f} | "
+        print(f"| {name} | {images_per_s(m):.0f} | {m['train_time_s']:.1f} | {last['loss']:.4f} | "
               f"{m['knn_top1']:.2f} |")
-    speed = multi["history"][-1]["images_per_s"] / single["history"][-1]["images_per_s"]
+    speed = images_per_s(multi) / images_per_s(single)
     diff = max(float((a.float() - multi["model"][k].float()).abs().max()) for k, a in single["model"].items())
     labelled = (single["labels"] >= 0) | (multi["labels"] >= 0)
     agree = float((single["labels"] == multi["labels"])[labelled].float().mean()) if labelled.any() else float("nan")
-    print(f"\nthroughput, {args.nproc} processes / 1 process: {speed:.2f}")
+    print(f"\nthroughput, {nproc} processes / 1 process: {speed:.2f}")
     print(f"largest weight difference: {diff:.2e}")
     print(f"pseudo-labels that agree (where either run has one): {agree:.4f}")
 

@@ -5,8 +5,15 @@ augmentations; only ``detection.*`` differs. Prints a markdown table of kNN top-
 the last epoch's false-negative precision / recall, and the cost of detection as epoch
 time ratios over the baseline (``bank`` features, and ``pass`` features).
 
-    python tools/compare_detection.py --data digits                       # ~15 min on 2 cores
-    python tools/compare_detection.py --data fashion_mnist --samples 10000 --epochs 20
+The settings are an experiment file (``--config``; default
+configs/experiments/detection_<--data>.yaml): ``base`` config keys shared by every
+variant, ``variants`` (name -> overrides on top) and ``out``. ``--set KEY=VALUE``
+applies to every variant; a variant's own keys are applied last.
+
+    python tools/compare_detection.py                                      # digits, ~15 min on 2 cores
+    python tools/compare_detection.py --config configs/experiments/detection_fashion_mnist.yaml
+    python tools/compare_detection.py --data fashion_mnist --set train.epochs=20 \\
+        --set detection.warmup_epochs=5 --variants baseline,ifnd-elimination-pass,oracle-elimination
 """
 
 from __future__ import annotations
@@ -14,49 +21,38 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ifnd.config import add_config_args, format_override, load_experiment
+from ifnd.pretrain.task import pretrain
 
-from ifnd.config import resolve  # noqa: E402
-from ifnd.train.pretrain import Trainer  # noqa: E402
-
-VARIANTS = {
-    "baseline": {"mode": "none"},
-    "ifnd-elimination": {"mode": "ifnd", "loss": "elimination", "features": "bank"},
-    "ifnd-attraction": {"mode": "ifnd", "loss": "attraction", "features": "bank"},
-    "oracle-elimination": {"mode": "oracle", "loss": "elimination"},
-    "ifnd-elimination-pass": {"mode": "ifnd", "loss": "elimination", "features": "pass"},
-}
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+SETTINGS = ("variants", "out")
+# Shortcut flag -> config key (applied before --set).
+SHORTCUTS = {"samples": "data.max_train_samples", "epochs": "train.epochs",
+             "detect_warmup": "detection.warmup_epochs", "clusters": "detection.num_clusters"}
 
 
-def base_config(args: argparse.Namespace) -> dict:
-    return {
-        "method": args.method,
-        "seed": args.seed,
-        "device": args.device,
-        "data": {"name": args.data, "image_size": args.image_size, "num_workers": args.workers,
-                 "max_train_samples": args.samples},
-        "augment": {"min_scale": 0.3, "cj_strength": 0.5},
-        "model": {"backbone": args.backbone, "proj_hidden_dim": 256, "proj_dim": 64},
-        "moco": {"queue_size": args.queue, "temperature": 0.2, "momentum": 0.99},
-        "simclr": {"temperature": 0.2},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "warmup_epochs": 1},
-        "knn": {"every": 0, "k": 20},
-        "detection": {"num_clusters": args.clusters, "warmup_epochs": args.detect_warmup, "cluster_every": 1,
-                      "accept_start": args.accept_start, "accept_end": args.accept_end},
-    }
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, example="train.epochs=20")
+    parser.add_argument("--data", default="digits", choices=["digits", "fashion_mnist"],
+                        help="without --config: read configs/experiments/detection_<DATA>.yaml")
+    parser.add_argument("--samples", type=int, help="data.max_train_samples (0 = all)")
+    parser.add_argument("--epochs", type=int, help="train.epochs")
+    parser.add_argument("--detect-warmup", type=int, help="detection.warmup_epochs")
+    parser.add_argument("--clusters", type=int, nargs="+", help="detection.num_clusters")
+    parser.add_argument("--variants", help="comma-separated subset of the file's variants (default: all, in order)")
+    parser.add_argument("--out", help="parent folder of the runs (default: the file's out)")
+    return parser.parse_args(argv)
 
 
-def run_variant(name: str, args: argparse.Namespace) -> dict:
-    values = base_config(args)
-    values["output_dir"] = str(Path(args.out) / name)
-    values["detection"].update(VARIANTS[name])
+def run_variant(name: str, cfg: Any) -> dict:
     start = time.perf_counter()
-    metrics = Trainer(resolve(values)).fit()
-    detected_epochs = [h["epoch_time_s"] for h in metrics["history"] if h["epoch"] >= args.detect_warmup]
+    metrics = pretrain(cfg)
+    detected_epochs = [h["epoch_time_s"] for h in metrics["history"] if h["epoch"] >= cfg.detection.warmup_epochs]
     rounds = [h["round/round_time_s"] for h in metrics["history"] if "round/round_time_s" in h]
     return {
         "name": name,
@@ -69,34 +65,27 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="digits", choices=["digits", "fashion_mnist"])
-    parser.add_argument("--method", default="moco", choices=["simclr", "moco"])
-    parser.add_argument("--samples", type=int, default=0, help="training subset size (0 = all)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--detect-warmup", type=int, default=10)
-    parser.add_argument("--clusters", type=int, nargs="+", default=[10, 20])
-    parser.add_argument("--accept-start", type=float, default=0.2)
-    parser.add_argument("--accept-end", type=float, default=0.8)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.3)
-    parser.add_argument("--queue", type=int, default=1024)
-    parser.add_argument("--image-size", type=int, default=28)
-    parser.add_argument("--backbone", default="small_cnn")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--out", default="runs/compare_detection")
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    experiment = load_experiment(args.config or EXPERIMENTS / f"detection_{args.data}.yaml", SETTINGS)
+    variants: dict[str, list[str]] = experiment.settings["variants"]
+    names = args.variants.split(",") if args.variants else list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        raise SystemExit(f"unknown --variants {unknown}; {experiment.path} has {', '.join(variants)}")
+    shared = [format_override(key, getattr(args, dest)) for dest, key in SHORTCUTS.items()
+              if getattr(args, dest) is not None] + args.overrides
+    out = Path(args.out or experiment.settings["out"])
+    configs = {n: experiment.config([*shared, *variants[n], f"output_dir={out / n}"]) for n in names}  # fail early
 
     results = []
-    for name in args.variants.split(","):
-        results.append(run_variant(name, args))
+    for name, cfg in configs.items():
+        results.append(run_variant(name, cfg))
         print(json.dumps(results[-1]), flush=True)
-    print(f"\n{args.data} ({args.samples or 'all'} samples), {args.method}, {args.backbone} {args.image_size}px, "
-          f"{args.epochs} epochs, detection from epoch {args.detect_warmup}, k={args.clusters}, seed {args.seed}\n")
+    cfg = experiment.config(shared)
+    print(f"\n{cfg.data.name} ({cfg.data.max_train_samples or 'all'} samples), {cfg.method}, {cfg.model.backbone} "
+          f"{cfg.data.image_size}px, {cfg.train.epochs} epochs, detection from epoch {cfg.detection.warmup_epochs}, "
+          f"k={cfg.detection.num_clusters}, seed {cfg.seed} ({experiment.path.name})\n")
     print("| variant | kNN top-1 % | FN precision | FN recall | epoch time (s) | round time (s) |")
     print("|---|---|---|---|---|---|")
     for r in results:

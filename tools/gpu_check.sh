@@ -11,10 +11,16 @@
 # 4. faiss k-means at ImageNet scale: 1,281,167 x 128, k = 25,000 (tools/bench_kmeans.py);
 # 5. MoCo v2 ResNet-50, 224 px, batch 256, 200 steps, without and with an IFND label table over
 #    1,281,167 samples: images/s, peak GPU memory, and the step-time ratio (tools/bench_pretrain.py).
-# Every table is printed and also written to OUT_DIR/*.md.
+# Every table is printed and also written to OUT_DIR/*.md. Needs the package installed
+# (`pip install -e .`, then the faiss GPU build: see requirements-gpu.txt); the benchmarks read
+# configs/experiments/kmeans.yaml and bench_pretrain.yaml, the flags below scale them up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_check}
+if ! (cd / && python -c "import ifnd") 2>/dev/null; then
+  echo "the ifnd package is not installed in this Python ($(command -v python)); run: pip install -e ." >&2
+  exit 1
+fi
 mkdir -p "$out"
 
 python - <<'EOF' | tee "$out/versions.txt"

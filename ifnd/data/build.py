@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ifnd.data.sampler import ResumableSampler
+from ifnd.runtime.sampler import ResumableSampler
 from ifnd.data.sources import (
     DataError,
     ImageFileDataset,

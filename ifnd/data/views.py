@@ -7,22 +7,22 @@ training set (the key of every false-negative table); ``label`` is for evaluatio
 diagnostics only.
 
 The random numbers of each sample's augmentation are seeded from
-``(seed, epoch, index)``. The views therefore do not depend on the number of loader
+the stream ``("views", epoch, index)`` of the run's seed. The views therefore do not depend on the number of loader
 workers, nor on where a run was stopped and resumed: an epoch resumed mid-way sees
 exactly the images it would have seen.
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torchvision.transforms as T
 from lightly.transforms import MoCoV2Transform, SimCLRTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch.utils.data import Dataset
+
+from ifnd.runtime.seeding import derive_seed, seeded_call
 
 
 def build_view_transform(cfg: Any) -> Callable:
@@ -49,10 +49,6 @@ def build_eval_transform(image_size: int, normalize: bool = True) -> Callable:
     return T.Compose(steps)
 
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch) * 1_000_000_007 + index & 0x7FFF_FFFF_FFFF
-
-
 class IndexedViews(Dataset):
     """``source[i] -> (views, label, i)`` with per-sample seeded augmentation."""
 
@@ -71,15 +67,7 @@ class IndexedViews(Dataset):
 
     def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, int]:
         image, label = self.source[index]
-        sample_seed = _sample_seed(self.seed, self.epoch, index)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
-            random.seed(sample_seed)
-            np.random.seed(sample_seed % 2**32)
-            views = self.transform(image)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        views = seeded_call(derive_seed(self.seed, "views", self.epoch, index), self.transform, image)
         return views, label, index
 
 

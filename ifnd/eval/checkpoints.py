@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ifnd.models.backbones import BACKBONES, build_backbone
-from ifnd.train.checkpoint import load_checkpoint
+from ifnd.runtime.checkpoint import load_checkpoint
 
 
 class EvalError(RuntimeError):

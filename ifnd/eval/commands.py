@@ -25,9 +25,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from torch.utils.tensorboard import SummaryWriter
 
-from ifnd.config import Config, ConfigError, save_config
+from ifnd.config import Config, ConfigError, add_config_args
 from ifnd.data.sources import DataError
 from ifnd.eval.checkpoints import (
     EvalError,
@@ -35,7 +34,9 @@ from ifnd.eval.checkpoints import (
     default_output_dir,
     read_encoder_weights,
 )
-from ifnd.train.checkpoint import CheckpointError
+from ifnd.runtime.checkpoint import CheckpointError
+from ifnd.runtime.loop import TrainingDiverged
+from ifnd.runtime.run import RunDir
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -51,7 +52,8 @@ class EvalContext:
     test_src: Dataset
     device: torch.device
     out_dir: Path
-    writer: SummaryWriter
+    run: RunDir  # config.yaml, metrics.json and TensorBoard of out_dir
+    resume: str | None  # --resume of the protocols that train (linear, semisup)
 
 
 def _reports_errors(func: Command) -> Command:
@@ -61,7 +63,7 @@ def _reports_errors(func: Command) -> Command:
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (EvalError, ConfigError, DataError, CheckpointError) as err:
+        except (EvalError, ConfigError, DataError, CheckpointError, TrainingDiverged) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
@@ -86,7 +88,8 @@ def run_evaluation(
     """
     from ifnd.data.build import build_sources
     from ifnd.eval.schema import load_eval_config
-    from ifnd.train.pretrain import pick_device, seed_everything
+    from ifnd.runtime.distributed import pick_device
+    from ifnd.runtime.seeding import seed_everything
 
     weights = read_encoder_weights(args.checkpoint)
     all_overrides = [*args.overrides, *overrides]
@@ -102,17 +105,18 @@ def run_evaluation(
     if test_src is None:
         raise EvalError(f"data.name={cfg.data.name} has no test split; set data.test_root to the test images")
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
+    run = RunDir(cfg)
     start = time.perf_counter()
-    with SummaryWriter(str(out_dir / "tensorboard")) as writer:
-        result = body(EvalContext(cfg, encoder.to(device), feat_dim, train_src, test_src, device, out_dir, writer))
-        for key in ("top1", "top5"):
-            writer.add_scalar(f"{protocol}/test_{key}", result[key], 0)
+    try:
+        result = body(EvalContext(cfg, encoder.to(device), feat_dim, train_src, test_src, device, out_dir, run,
+                                  getattr(args, "resume", None)))
+        run.scalars.add({f"test_{key}": result[key] for key in ("top1", "top5")}, 0, protocol)
+    finally:
+        run.close()
     metrics = {"protocol": protocol, "top1": result["top1"], "top5": result["top5"],
                "checkpoint": str(Path(args.checkpoint).resolve()), "wall_time_s": time.perf_counter() - start,
                **{k: v for k, v in result.items() if k not in ("top1", "top5")}}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    run.write_metrics(metrics)
     print(f"{name}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
           f"({metrics['wall_time_s']:.1f} s) -> {out_dir / 'metrics.json'}")
     return metrics
@@ -123,7 +127,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
     from ifnd.eval.linear import linear_probe
 
     def body(ctx: EvalContext) -> dict[str, Any]:
-        result = linear_probe(ctx.encoder, ctx.feat_dim, ctx.train_src, ctx.test_src, ctx.cfg, ctx.device, ctx.writer)
+        result = linear_probe(ctx.encoder, ctx.feat_dim, ctx.train_src, ctx.test_src, ctx.cfg, ctx.device, ctx.run,
+                              ctx.resume)
         return {**result, "cache_features": ctx.cfg.linear.cache_features}
 
     run_evaluation(args, "linear", body)
@@ -132,7 +137,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
 @_reports_errors
 def cmd_knn(args: argparse.Namespace) -> int:
-    from ifnd.eval.knn import knn_accuracy
+    from ifnd.metrics.knn import knn_accuracy
     from ifnd.eval.linear import encode
 
     def body(ctx: EvalContext) -> dict[str, Any]:
@@ -154,7 +159,7 @@ def cmd_semisup(args: argparse.Namespace) -> int:
         split_file = ctx.out_dir / "split.txt"
         split_file.write_text(format_split(ids))
         result = finetune(ctx.encoder, ctx.feat_dim, ctx.train_src, ctx.test_src, indices, ctx.cfg, ctx.device,
-                          ctx.writer)
+                          ctx.run, ctx.resume)
         return {**result, "fraction": ctx.cfg.semisup.fraction, "labelled": len(indices),
                 "split_file": str(split_file), "split_source": ctx.cfg.semisup.split_file or f"seed {ctx.cfg.seed}"}
 
@@ -182,21 +187,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="RUN/checkpoints/last.pt of a pretraining run, or a torchvision ResNet state dict")
-    parser.add_argument("--config", help="YAML eval config (see configs/eval_*.yaml); data/model keys default to the checkpoint's")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set linear.epochs=10 (repeatable)")
+    add_config_args(parser, example="linear.epochs=10")
+
+
+def _add_resume_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", help="'auto' (the evaluation folder's last checkpoint) or a checkpoint path")
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Add the ``linear``, ``knn``, ``semisup`` and ``report`` parsers; each sets ``func(args) -> exit code``."""
     p = sub.add_parser("linear", help="linear probe on the frozen backbone (MoCo protocol)")
     _add_eval_args(p)
+    _add_resume_arg(p)
     p.set_defaults(func=cmd_linear)
     p = sub.add_parser("knn", help="weighted kNN classification on the frozen backbone")
     _add_eval_args(p)
     p.set_defaults(func=cmd_knn)
     p = sub.add_parser("semisup", help="fine-tune backbone + linear head on a labelled subset (1%% / 10%%)")
     _add_eval_args(p)
+    _add_resume_arg(p)
     p.add_argument("--fraction", type=float, help="labelled share of the training set, e.g. 0.01 or 0.1 (semisup.fraction)")
     p.add_argument("--split-file", help="file naming the labelled images, one per line (semisup.split_file)")
     p.set_defaults(func=cmd_semisup)

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
-from torch.utils.tensorboard import SummaryWriter
 
 from ifnd.data.build import eval_loader
 from ifnd.data.sources import ImageFileDataset
 from ifnd.eval.checkpoints import EvalError
-from ifnd.eval.linear import augmented_loader, evaluate, num_classes, train_classifier
+from ifnd.eval.classifier import ClassifierSpec, fit_classifier
+from ifnd.eval.linear import augmented_images, evaluate, num_classes
+from ifnd.runtime.run import RunDir
 
 
 def balanced_subset(labels: np.ndarray, fraction: float, seed: int, classes: int) -> np.ndarray:
@@ -132,23 +133,31 @@ def finetune(
     labelled: np.ndarray,
     cfg: Any,
     device: torch.device,
-    writer: SummaryWriter | None = None,
+    run: RunDir | None = None,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``encoder`` (``[B,3,S,S] -> [B, feat_dim]``) and a new linear head on ``train_src[labelled]``.
 
     SGD (Nesterov momentum 0.9) with separate backbone/head learning rates, cosine
-    decay; random resized crop + flip. Returns ``{"top1", "top5"}`` (%) on the test
-    split (centre crop) and the training ``"history"``.
+    decay; random resized crop + flip. Returns the engine's metrics: ``{"top1", "top5"}`` (%)
+    on the test split (centre crop), ``history``, ...
     """
     semi = cfg.semisup
-    torch.manual_seed(cfg.seed)
-    head = nn.Linear(feat_dim, num_classes(train_src, test_src))
-    model = nn.Sequential(encoder, head).to(device)
-    optimizer = torch.optim.SGD(
-        [{"params": encoder.parameters(), "lr": semi.lr_backbone}, {"params": head.parameters(), "lr": semi.lr_head}],
-        momentum=0.9, nesterov=True, weight_decay=semi.weight_decay,
-    )
-    loader = augmented_loader(Subset(train_src, labelled.tolist()), cfg, semi.batch_size)
-    history = train_classifier(model, loader, optimizer, semi.epochs, device, writer, "semisup")
-    test = eval_loader(test_src, cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
-    return {**evaluate(model, test, device), "history": history}
+    classes = num_classes(train_src, test_src)
+
+    def build(dev: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+        head = nn.Linear(feat_dim, classes)
+        model = nn.Sequential(encoder, head).to(dev)
+        optimizer = torch.optim.SGD(
+            [{"params": encoder.parameters(), "lr": semi.lr_backbone}, {"params": head.parameters(), "lr": semi.lr_head}],
+            momentum=0.9, nesterov=True, weight_decay=semi.weight_decay,
+        )
+        return model, optimizer
+
+    def test(model: nn.Module) -> dict[str, float]:
+        loader = eval_loader(test_src, cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
+        return evaluate(model, loader, device)
+
+    train_data = augmented_images(Subset(train_src, labelled.tolist()), cfg)
+    _, metrics = fit_classifier(cfg, ClassifierSpec("semisup", build, train_data, test), run, resume)
+    return metrics

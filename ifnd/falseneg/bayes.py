@@ -22,7 +22,7 @@ Shapes: ``B`` anchors, ``N`` candidates, ``K`` negatives drawn per anchor.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -444,6 +444,16 @@ class FNESampler(nn.Module):
         self.warmup_epochs = warmup_epochs
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> "FNESampler | None":
+        """The sampler of ``cfg.negatives`` when ``negatives.sampler`` is ``fne``, else None."""
+        neg = cfg.negatives
+        if neg.sampler != "fne":
+            return None
+        return cls(SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
+                   fn_threshold=neg.fn_threshold, cut_down=neg.cut_down, cut_margin=neg.cut_margin,
+                   warmup_epochs=neg.warmup_epochs)
+
     @property
     def in_warmup(self) -> bool:
         """Whether the current epoch still uses hardest negatives."""
@@ -461,6 +471,19 @@ class FNESampler(nn.Module):
     def update_stats(self, sim_matrix: Tensor) -> None:
         """Feed the reliable pairs of an in-batch ``[B, B]`` similarity matrix to the statistics."""
         self.stats.update(*select_reliable_pairs(sim_matrix))
+
+    @torch.no_grad()
+    def weights(self, sims: Tensor, pos_sims: Tensor, positive_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """:func:`sampling_weights` with this sampler's statistics and settings.
+
+        Args:
+            sims: ``[B, N]`` anchor-candidate similarities; pos_sims: ``[B]``; positive_mask: ``[B, N]`` bool.
+
+        Returns:
+            ``(weights [B, N] >= 0, p_fn [B, N])``, detached.
+        """
+        return sampling_weights(sims, pos_sims, positive_mask, self.stats, tau=self.tau, prior=self.prior,
+                                fn_threshold=self.fn_threshold, cut_down=self.cut_down, cut_margin=self.cut_margin)
 
     def forward(
         self,
@@ -487,10 +510,6 @@ class FNESampler(nn.Module):
             indices = hardest_negative_indices(sims, positive_mask, k=num_samples)
             weights = torch.zeros_like(sims).scatter_(1, indices, 1.0)
             return SampledNegatives(indices, weights.gather(1, indices), weights, torch.zeros_like(weights))
-        weights, p_fn = sampling_weights(
-            sims, pos_sims, positive_mask, self.stats,
-            tau=self.tau, prior=self.prior, fn_threshold=self.fn_threshold,
-            cut_down=self.cut_down, cut_margin=self.cut_margin,
-        )
+        weights, p_fn = self.weights(sims, pos_sims, positive_mask)
         indices, drawn = _draw(sims, weights, positive_mask, num_samples, generator)  # weights are masked already
         return SampledNegatives(indices, drawn, weights, p_fn)

@@ -17,6 +17,7 @@ Modes (``detection.mode``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -33,26 +34,56 @@ from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
 from ifnd.falseneg.masks import false_negative_mask
 
 
+@dataclass(frozen=True)
+class DetectionSettings:
+    """The ``detection.*`` keys (see ``python -m ifnd config --defaults``), the run length and seed."""
+
+    mode: str = "none"
+    features: str = "bank"
+    num_clusters: tuple[int, ...] = (30, 60)
+    hierarchical: bool = False
+    warmup_epochs: int = 10
+    cluster_every: int = 1
+    accept_start: float = 0.2
+    accept_end: float = 1.0
+    accept_schedule: str = "linear"
+    confidence: str = "softmax"
+    confidence_temperature: float = 0.1
+    kmeans_niter: int = 20
+    kmeans_nredo: int = 1
+    kmeans_init: str = "random"
+    total_epochs: int = 100
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "DetectionSettings":
+        """``cfg.detection`` plus ``cfg.train.epochs`` and ``cfg.seed``."""
+        names = {f.name for f in fields(cls)} - {"total_epochs", "seed"}
+        values = {name: cfg.get(f"detection.{name}") for name in names}
+        values["num_clusters"] = tuple(values["num_clusters"])
+        return cls(**values, total_epochs=cfg.train.epochs, seed=cfg.seed)
+
+
 class FalseNegativeDetector:
     """Keeps the pseudo-label table ``labels [L, N]`` (-1 = not accepted).
 
     Args:
-        cfg: the resolved config (``cfg.detection``, ``cfg.train.epochs``, ``cfg.seed``).
+        settings: what to detect and when (:class:`DetectionSettings`).
         num_samples: N, size of the training set.
         embed_dim: width of the embeddings that are clustered.
         true_labels: ``[N]`` long, for the oracle and diagnostics only; may be None.
     """
 
-    def __init__(self, cfg: Any, num_samples: int, embed_dim: int, true_labels: torch.Tensor | None):
-        self.det = cfg.detection
-        self.mode = self.det.mode
-        self.total_epochs = cfg.train.epochs
-        self.seed = cfg.seed
+    def __init__(self, settings: DetectionSettings, num_samples: int, embed_dim: int, true_labels: torch.Tensor | None):
+        self.det = settings
+        self.mode = settings.mode
+        self.total_epochs = settings.total_epochs
+        self.seed = settings.seed
         self.true_labels = true_labels
         if self.mode == "oracle" and true_labels is None:
             raise ConfigError("detection.mode=oracle needs true labels, and this data set has none")
-        levels = 1 if self.mode == "oracle" else len(self.det.num_clusters)
-        too_big = [k for k in self.det.num_clusters if k > num_samples]
+        levels = 1 if self.mode == "oracle" else len(settings.num_clusters)
+        too_big = [k for k in settings.num_clusters if k > num_samples]
         if self.mode == "ifnd" and too_big:
             raise ConfigError(f"detection.num_clusters {too_big} exceed the {num_samples} training samples; lower them")
         self.labels = torch.full((levels, num_samples), -1, dtype=torch.long)
@@ -63,6 +94,12 @@ class FalseNegativeDetector:
         self.last_round = -1
         self.share = 0.0
         self._device_labels: torch.Tensor | None = None  # the table on the training device, once per round
+
+    @classmethod
+    def from_config(cls, cfg: Any, num_samples: int, embed_dim: int,
+                    true_labels: torch.Tensor | None) -> "FalseNegativeDetector":
+        """The detector of ``cfg.detection`` for a training set of ``num_samples``."""
+        return cls(DetectionSettings.from_config(cfg), num_samples, embed_dim, true_labels)
 
     @property
     def enabled(self) -> bool:

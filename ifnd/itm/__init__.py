@@ -11,6 +11,6 @@ Modules, in the order data flows through them:
 * :mod:`~ifnd.itm.step` — negative mining state and one training step;
 * :mod:`~ifnd.itm.train` — the training loop (``itm-train``);
 * :mod:`~ifnd.itm.evaluate` — R@K of a model or checkpoint (``itm-eval``); the metric
-  code itself is :mod:`ifnd.eval.retrieval`;
+  code itself is :mod:`ifnd.metrics.retrieval`;
 * :mod:`~ifnd.itm.commands` — ``add_subcommands`` for the CLI.
 """

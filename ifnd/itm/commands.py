@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from ifnd.eval.retrieval import METRIC_KEYS
+from ifnd.config import add_config_args
+from ifnd.metrics.retrieval import METRIC_KEYS
 
 
 def _positive_int(text: str) -> int:
@@ -29,7 +30,7 @@ def cmd_itm_train(args: argparse.Namespace) -> int:
     from ifnd.config import load_config
     from ifnd.itm.schema import ITM_SCHEMA
     from ifnd.itm.train import itm_train
-    from ifnd.train import distributed as dist
+    from ifnd.runtime import distributed as dist
 
     cfg = load_config(args.config, args.overrides, schema=ITM_SCHEMA)
     metrics = itm_train(cfg, resume=args.resume)
@@ -44,8 +45,7 @@ def cmd_itm_train(args: argparse.Namespace) -> int:
 
 def cmd_itm_eval(args: argparse.Namespace) -> int:
     from ifnd.itm.evaluate import evaluate_checkpoint
-
-    from ifnd.train.pretrain import pick_device
+    from ifnd.runtime.distributed import pick_device
 
     metrics, path = evaluate_checkpoint(args.checkpoint, args.split, args.folds, args.overrides, pick_device(args.device))
     rows = [(f"{args.split}, {args.folds}-fold mean" if args.folds > 1 else args.split, metrics)]
@@ -60,9 +60,7 @@ def cmd_itm_eval(args: argparse.Namespace) -> int:
 def add_subcommands(sub: Any) -> None:
     """Add ``itm-train`` and ``itm-eval`` to an ``argparse`` subparsers object (func(args) -> exit code)."""
     p = sub.add_parser("itm-train", help="train image-text matching (FNE or hardest-negative triplet loss)")
-    p.add_argument("--config", help="YAML config of ITM keys (see configs/itm_demo.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set negatives.sampler=hardest (repeatable)")
+    add_config_args(p, example="negatives.sampler=hardest")
     p.add_argument("--resume", help="'auto' (last checkpoint of the run directory) or a checkpoint path")
     p.set_defaults(func=cmd_itm_train)
     p = sub.add_parser("itm-eval", help="R@1/5/10 and RSUM of an itm-train checkpoint")
@@ -71,6 +69,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--folds", type=_positive_int, default=1,
                    help="also report the mean over this many contiguous image folds (5 = COCO 5-fold 1K)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a stored config key, e.g. --set data.root=/new/place (repeatable)")
+                   help="override a stored config key, e.g. --set data.root=/new/place; --set output_dir=DIR "
+                        "writes DIR/metrics.json (repeatable)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to embed (auto: cuda when available)")
     p.set_defaults(func=cmd_itm_eval)

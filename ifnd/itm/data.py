@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ifnd.runtime.seeding import derive_seed, seeded_call
 from ifnd.data.sources import DataError, load_digits_split
 from ifnd.data.views import build_eval_transform
 from ifnd.itm.demo_captions import attribute_edges, caption_digits
@@ -264,18 +265,28 @@ def image_transform(cfg: Any, train: bool) -> Callable[[Any], Tensor]:
 
 
 class PairDataset(Dataset):
-    """One item per caption: ``(image tensor, token ids, image id)``."""
+    """One item per caption: ``(image tensor, token ids, image id)``.
 
-    def __init__(self, split: ItmSplit, transform: Callable[[Any], Tensor], vocab: Vocabulary):
-        self.split, self.transform = split, transform
+    The augmentation of caption ``i`` in epoch ``e`` is seeded by the stream
+    ``("views", e, i)`` of ``seed`` (:func:`~ifnd.runtime.seeding.derive_seed`): the same
+    in every worker and after a resume. Call :meth:`set_epoch` before each epoch's loader.
+    """
+
+    def __init__(self, split: ItmSplit, transform: Callable[[Any], Tensor], vocab: Vocabulary, seed: int = 0):
+        self.split, self.transform, self.seed = split, transform, seed
         self.tokens = [vocab.encode(c) for c in split.captions]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def __getitem__(self, index: int) -> tuple[Tensor, list[int], int]:
         image_id = int(self.split.caption_image[index])
-        return self.transform(self.split.images[image_id]), self.tokens[index], image_id
+        seed = derive_seed(self.seed, "views", self.epoch, index)
+        return seeded_call(seed, self.transform, self.split.images[image_id]), self.tokens[index], image_id
 
 
 def collate_pairs(batch: Sequence[tuple[Tensor, list[int], int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Embed a split with the online encoders and score retrieval (metrics in :mod:`ifnd.eval.retrieval`)."""
+"""Embed a split with the online encoders and score retrieval (metrics in :mod:`ifnd.metrics.retrieval`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ifnd.config import resolve
-from ifnd.eval.retrieval import fold_metrics, mean_metrics, retrieval_metrics
+from ifnd.metrics.retrieval import fold_metrics, mean_metrics, retrieval_metrics
 from ifnd.itm.data import (
     CaptionDataset,
     ImageDataset,
@@ -23,7 +23,7 @@ from ifnd.itm.data import (
 from ifnd.itm.model import Architecture, ITMModel, build_itm_model
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.itm.text import Vocabulary
-from ifnd.train.checkpoint import CheckpointError, load_checkpoint
+from ifnd.runtime.checkpoint import CheckpointError, load_checkpoint
 
 
 @torch.no_grad()
@@ -82,15 +82,19 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", folds: int = 1, o
                         device: torch.device | None = None) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on ``split`` and write ``<run>/eval/<split>/metrics.json``.
 
+    An ``output_dir=DIR`` among ``overrides`` writes ``DIR/metrics.json`` instead.
+
     Returns:
         ``(metrics, path of the metrics.json written)``.
     """
     path = Path(path)
-    model, vocab, cfg = model_from_checkpoint(load_checkpoint(path), overrides)
+    state = load_checkpoint(path)
+    model, vocab, cfg = model_from_checkpoint(state, overrides)
     device = device or torch.device("cpu")
     metrics = evaluate_split(model.to(device), load_split(cfg, split), vocab, cfg, device, folds)
     metrics.update(checkpoint=str(path), split=split)
-    out = run_dir_of(path) / "eval" / split / "metrics.json"
+    moved = cfg.output_dir != state["config"].get("output_dir")
+    out = (Path(cfg.output_dir) if moved else run_dir_of(path) / "eval" / split) / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2))
     return metrics, out

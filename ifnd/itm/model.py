@@ -5,7 +5,7 @@
 * :class:`FeatureEncoder`: an MLP on each precomputed feature (global ``[D]`` or
   regions ``[R, D]``), mean-pooled over regions;
 * :class:`ITMModel`: both encoders plus EMA copies (lightly's ``update_momentum``)
-  whose embeddings fill the :class:`~ifnd.falseneg.memory.MomentumMemory`.
+  whose embeddings fill the :class:`~ifnd.models.ring_buffer.IdRingBuffer`.
 
 :class:`Architecture` records what the checkpoint's weights need (the backbone of a
 pretraining checkpoint, the vocabulary and feature sizes), so evaluation rebuilds the
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ifnd.config import ConfigError, resolve
 from ifnd.itm.text import GRUTextEncoder
 from ifnd.models.backbones import build_backbone
-from ifnd.train.checkpoint import CheckpointError, load_checkpoint
+from ifnd.runtime.checkpoint import CheckpointError, load_checkpoint
 
 BACKBONE_PREFIX = "backbone."
 

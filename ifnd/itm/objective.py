@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ifnd.falseneg.bayes import FNESampler
-from ifnd.falseneg.memory import MomentumMemory
+from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.falseneg.triplet import (
     bidirectional_triplet_loss,
     hardest_negative_indices,
@@ -53,7 +53,7 @@ class TripletOutput(NamedTuple):
     """``[B, K]`` ids of the images chosen as negatives of each caption."""
 
 
-def gather_candidates(images: Tensor, texts: Tensor, ids: Tensor, memory: MomentumMemory | None = None) -> Candidates:
+def gather_candidates(images: Tensor, texts: Tensor, ids: Tensor, memory: IdRingBuffer | None = None) -> Candidates:
     """The batch's momentum embeddings ``[B, E]`` (ids ``[B]``) first, then the memory's filled slots."""
     if memory is None:
         return Candidates(images, texts, ids)

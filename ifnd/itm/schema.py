@@ -1,19 +1,17 @@
 """Config schema of image-text matching (``itm-train`` / ``itm-eval``).
 
-Load with ``load_config(path, overrides, schema=ITM_SCHEMA)``: unknown keys, wrong
-types and values outside the choices are refused with the key's name.
+Assembled from the shared fragments of :mod:`ifnd.config` (run, train, negatives: one meaning
+everywhere) and the keys of this command (the pair data, the text encoder, the joint space,
+the memory, the triplet margin, the step decay of Adam's learning rate). Load with
+``load_config(path, overrides, schema=ITM_SCHEMA)``.
 """
 
 from __future__ import annotations
 
-from ifnd.config import Option
+from ifnd.config import NEGATIVES_KEYS, RUN_KEYS, TRAIN_KEYS, Option, compose
 from ifnd.models.backbones import BACKBONES
 
-ITM_SCHEMA: dict[str, Option] = {
-    # --- run -------------------------------------------------------------------
-    "seed": Option(0, "Seed for weights, caption order and negative draws."),
-    "output_dir": Option("runs/itm", "Run directory: config.yaml, checkpoints/, metrics.json, TensorBoard events, eval/."),
-    "device": Option("auto", "Where to train: auto picks cuda when available.", ("auto", "cpu", "cuda")),
+ITM_KEYS: dict[str, Option] = {
     # --- data ------------------------------------------------------------------
     "data.name": Option("demo", "demo: built-in digits with generated captions (offline); karpathy: dataset_coco.json / dataset_flickr30k.json with images under data.root; features: {split}_ims.npy + {split}_caps.txt in data.root.", ("demo", "karpathy", "features")),
     "data.root": Option("", "karpathy: image folder (filepath/filename below it); features: folder of the .npy / .txt files; demo: unused."),
@@ -39,29 +37,27 @@ ITM_SCHEMA: dict[str, Option] = {
     "model.image_checkpoint": Option("", "An `ifnd pretrain` checkpoint whose backbone (and its architecture) initialises the image encoder; empty: fresh backbone."),
     "model.feature_hidden_dim": Option(1024, "features only: hidden width of the MLP applied to each precomputed feature before mean-pooling."),
     "model.momentum": Option(0.995, "EMA momentum of the momentum image and text encoders that fill the memory."),
-    # --- negatives ---------------------------------------------------------------
-    "negatives.sampler": Option("fne", "fne: Bayesian false-negative-aware sampling (after warm-up); hardest: VSE++ hardest negative.", ("fne", "hardest")),
+    # --- negatives: the memory and the triplet loss -------------------------------
     "negatives.use_memory": Option(True, "Candidates are the momentum batch plus the memory (else the momentum batch only). FNE's warm-up epochs always use the batch only."),
     "negatives.memory_size": Option(8192, "Entries of the FIFO memory of momentum embeddings with image ids (>= the global batch: train.batch_size x processes)."),
-    "negatives.num_samples": Option(1, "Negatives per anchor and direction."),
     "negatives.margin": Option(0.2, "Triplet ranking margin."),
-    "negatives.warmup_epochs": Option(1, "fne: epochs of hardest-negative training (batch candidates) before sampling starts."),
-    "negatives.tau": Option(0.5, "fne: temperature of the sampling-weight kernels."),
-    "negatives.prior": Option(1e-4, "fne: prior probability that a candidate is a false negative."),
-    "negatives.fn_threshold": Option(1e-3, "fne: false-negative probability above which a candidate is down-weighted."),
-    "negatives.cut_down": Option(True, "fne: never draw easy negatives (similarity <= positive mean - cut_margin)."),
-    "negatives.cut_margin": Option(0.2, "fne: how far below the running positive mean a negative counts as easy."),
-    "negatives.min_positives": Option(200, "fne: reliable positives needed in the current epoch before the statistics are used."),
-    # --- training ---------------------------------------------------------------
-    "train.epochs": Option(25, "Number of training epochs."),
-    "train.batch_size": Option(128, "Image-caption pairs per step and process (the global batch is this x the torchrun processes)."),
-    "train.lr": Option(2e-4, "Adam learning rate."),
+    # --- training: Adam with a step decay ------------------------------------------
     "train.lr_decay": Option(0.1, "Factor applied to the learning rate at each of train.lr_decay_epochs."),
     "train.lr_decay_epochs": Option([15], "0-based epochs at whose start the learning rate is multiplied by train.lr_decay.", item_type=int),
-    "train.weight_decay": Option(0.0, "Adam weight decay."),
-    "train.grad_clip": Option(2.0, "Clip the gradient norm to this value (0 = no clipping)."),
-    "train.log_every_steps": Option(10, "TensorBoard step-scalar interval."),
     "train.eval_batch_size": Option(256, "Batch size when embedding images and captions for evaluation."),
-    "train.amp": Option(True, "Mixed precision (bfloat16 autocast) for the image encoders on GPU; the text encoder, similarities, FNE statistics and loss stay float32. Ignored on CPU."),
-    "train.channels_last": Option(True, "channels_last memory format for the image encoders and images on GPU; ignored on CPU and for features."),
 }
+
+# Defaults of shared keys that differ here: Adam on a triplet loss, not SGD on InfoNCE.
+ITM_DEFAULTS = {
+    "output_dir": "runs/itm",
+    "train.epochs": 25,
+    "train.batch_size": 128,
+    "train.lr": 2e-4,
+    "train.lr_scaling": "none",
+    "train.weight_decay": 0.0,
+    "train.grad_clip": 2.0,
+    "negatives.sampler": "fne",
+    "negatives.num_samples": 1,
+}
+
+ITM_SCHEMA: dict[str, Option] = compose(RUN_KEYS, ITM_KEYS, TRAIN_KEYS, NEGATIVES_KEYS, defaults=ITM_DEFAULTS)

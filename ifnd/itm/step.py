@@ -7,7 +7,7 @@ Under DDP each rank embeds its share of the global batch; the momentum embedding
 image ids of all ranks are gathered, so the candidates, the statistics (the global
 in-batch block) and the memory are the same as one process would have on the global
 batch, and the memory is identical on every rank. The candidates start with this
-rank's own pairs (:func:`~ifnd.train.distributed.local_first`), so anchor ``i``'s
+rank's own pairs (:func:`~ifnd.runtime.distributed.local_first`), so anchor ``i``'s
 positive stays in column ``i``. Gradients flow only through the local online anchors,
 and DDP's gradient mean over ranks equals one process's mean over the global batch.
 
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ifnd.config import ConfigError
-from ifnd.falseneg.bayes import FNESampler, SimilarityStats
-from ifnd.falseneg.memory import MomentumMemory
+from ifnd.falseneg.bayes import FNESampler
+from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.itm.model import ITMModel
 from ifnd.itm.objective import (
     NegativeSelector,
@@ -37,7 +37,7 @@ from ifnd.itm.objective import (
     itm_triplet_loss,
     similarities,
 )
-from ifnd.train import distributed as dist
+from ifnd.runtime import distributed as dist
 
 
 class NegativeMining(nn.Module):
@@ -45,16 +45,18 @@ class NegativeMining(nn.Module):
 
     Args:
         kind: ``"fne"`` or ``"hardest"``.
-        sampler: the FNE sampler (statistics and warm-up); unused by ``hardest``.
+        sampler: the FNE sampler (statistics and warm-up); None for ``hardest``.
         memory: the momentum memory, or None to use the batch only.
         num_samples: negatives per anchor and direction.
         margin: triplet margin.
         momentum: EMA momentum of the momentum encoders.
-        seed: seed of the draw generator (reseeded per epoch by :meth:`start_epoch`).
+
+    The draw generator is set for every step by the caller (:attr:`generator`), from the
+    run's seed and ``(epoch, step, rank)``, so a resumed run draws the same negatives.
     """
 
-    def __init__(self, kind: str, sampler: FNESampler, memory: MomentumMemory | None,
-                 num_samples: int = 1, margin: float = 0.2, momentum: float = 0.995, seed: int = 0):
+    def __init__(self, kind: str, sampler: FNESampler | None, memory: IdRingBuffer | None,
+                 num_samples: int = 1, margin: float = 0.2, momentum: float = 0.995):
         super().__init__()
         if kind not in ("fne", "hardest"):
             raise ValueError(f"kind must be 'fne' or 'hardest', got {kind!r}")
@@ -64,7 +66,6 @@ class NegativeMining(nn.Module):
         self.num_samples = num_samples
         self.margin = margin
         self.momentum = momentum
-        self.seed = seed
         self.generator = torch.Generator()
 
     @classmethod
@@ -75,22 +76,22 @@ class NegativeMining(nn.Module):
         if neg.use_memory and neg.memory_size < global_batch:
             raise ConfigError(f"negatives.memory_size={neg.memory_size} must be >= the global batch "
                               f"(train.batch_size={cfg.train.batch_size} x {world_size} processes = {global_batch})")
-        sampler = FNESampler(
-            SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
-            fn_threshold=neg.fn_threshold, cut_down=neg.cut_down, cut_margin=neg.cut_margin,
-            warmup_epochs=neg.warmup_epochs,
-        )
-        memory = MomentumMemory(neg.memory_size, cfg.model.embed_dim) if neg.use_memory else None
-        return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum, cfg.seed)
+        if neg.sampler not in ("fne", "hardest"):
+            raise ConfigError(f"itm-train chooses one negative per anchor: negatives.sampler must be fne or hardest, "
+                              f"got {neg.sampler!r}")
+        if neg.num_samples < 1:
+            raise ConfigError("itm-train draws negatives: negatives.num_samples must be >= 1")
+        sampler = FNESampler.from_config(cfg)  # None for hardest
+        memory = IdRingBuffer.pairs(neg.memory_size, cfg.model.embed_dim) if neg.use_memory else None
+        return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum)
 
-    def start_epoch(self, epoch: int, rank: int = 0) -> None:
-        """Set the sampler's epoch, reset its statistics, reseed the draws from ``(seed, epoch, rank)``."""
-        self.sampler.start_epoch(epoch)
-        seed = self.seed * 100_003 + epoch + rank * 1_000_003
-        self.generator = torch.Generator(device=self.sampler.epoch.device).manual_seed(seed)
+    def start_epoch(self, epoch: int) -> None:
+        """Set the sampler's epoch and reset its statistics (FNE)."""
+        if self.sampler is not None:
+            self.sampler.start_epoch(epoch)
 
     @property
-    def candidate_memory(self) -> MomentumMemory | None:
+    def candidate_memory(self) -> IdRingBuffer | None:
         """The memory when it supplies candidates now (not during FNE's warm-up)."""
         if self.kind == "fne" and self.sampler.in_warmup:
             return None

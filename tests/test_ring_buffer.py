@@ -1,11 +1,11 @@
-"""MomentumMemory: FIFO order, partial fill, checkpoint round trip, positive mask."""
+"""IdRingBuffer as FNE memory (image + text) and as MoCo queue: FIFO order, partial fill, checkpoint round trip, positive mask."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ifnd.falseneg.memory import EMPTY_ID, MomentumMemory
+from ifnd.models.ring_buffer import EMPTY_ID, IdRingBuffer
 
 
 def _batch(ids: list[int], dim: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -15,7 +15,7 @@ def _batch(ids: list[int], dim: int = 2) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def test_partial_fill_returns_only_filled_entries():
-    memory = MomentumMemory(size=4, dim=2)
+    memory = IdRingBuffer.pairs(4, 2)
     image, text, ids = memory.contents()
     assert image.shape == (0, 2) and text.shape == (0, 2) and ids.shape == (0,)
 
@@ -29,7 +29,7 @@ def test_partial_fill_returns_only_filled_entries():
 
 
 def test_wrap_around_overwrites_oldest_first():
-    memory = MomentumMemory(size=4, dim=2)
+    memory = IdRingBuffer.pairs(4, 2)
     memory.enqueue(*_batch([10, 11, 12]))
     memory.enqueue(*_batch([13, 14, 15]))  # slots 3, 0, 1
     assert memory.ids.tolist() == [14, 15, 12, 13]
@@ -41,7 +41,7 @@ def test_wrap_around_overwrites_oldest_first():
 
 
 def test_enqueue_rejects_bad_input():
-    memory = MomentumMemory(size=4, dim=2)
+    memory = IdRingBuffer.pairs(4, 2)
     with pytest.raises(ValueError, match="does not fit"):
         memory.enqueue(*_batch([1, 2, 3, 4, 5]))
     with pytest.raises(ValueError, match="non-negative"):
@@ -52,7 +52,7 @@ def test_enqueue_rejects_bad_input():
 
 
 def test_enqueue_stores_detached_copies():
-    memory = MomentumMemory(size=4, dim=2)
+    memory = IdRingBuffer.pairs(4, 2)
     image, text, ids = _batch([1, 2])
     image.requires_grad_(True)
     memory.enqueue(image, text, ids)
@@ -62,10 +62,10 @@ def test_enqueue_stores_detached_copies():
 
 
 def test_state_dict_round_trip_into_fresh_module():
-    memory = MomentumMemory(size=4, dim=2)
+    memory = IdRingBuffer.pairs(4, 2)
     memory.enqueue(*_batch([10, 11, 12]))
     memory.enqueue(*_batch([13, 14]))
-    restored = MomentumMemory(size=4, dim=2)
+    restored = IdRingBuffer.pairs(4, 2)
     restored.load_state_dict(memory.state_dict())
     for a, b in zip(memory.contents(), restored.contents()):
         assert torch.equal(a, b)
@@ -77,7 +77,7 @@ def test_state_dict_round_trip_into_fresh_module():
 
 
 def test_positive_mask_marks_same_id():
-    memory = MomentumMemory(size=5, dim=2)
+    memory = IdRingBuffer.pairs(5, 2)
     memory.enqueue(*_batch([10, 11, 10]))  # two entries of image 10
     mask = memory.positive_mask(torch.tensor([10, 12, 11]))
     assert mask.dtype == torch.bool
@@ -86,3 +86,29 @@ def test_positive_mask_marks_same_id():
         [False, False, False],
         [False, True, False],
     ]
+def test_moco_queue_fills_wraps_and_keeps_ids():
+    queue = IdRingBuffer(4, [2])
+    keys, ids = queue.contents()
+    assert keys.shape == (0, 2) and ids.numel() == 0
+    queue.enqueue(torch.ones(3, 2), torch.tensor([10, 11, 12]))
+    assert queue.contents()[1].tolist() == [10, 11, 12]
+    queue.enqueue(2 * torch.ones(3, 2), torch.tensor([20, 21, 22]))
+    keys, ids = queue.contents()
+    # slots 0,1 overwritten by 21,22; slot 2 keeps 12; slot 3 holds 20
+    assert ids.tolist() == [21, 22, 12, 20]
+    assert keys[:, 0].tolist() == [2.0, 2.0, 1.0, 2.0]
+    assert int(queue.ptr) == 2
+
+
+def test_moco_queue_state_round_trip():
+    queue = IdRingBuffer(5, [3])
+    queue.enqueue(torch.randn(4, 3), torch.arange(4))
+    fresh = IdRingBuffer(5, [3])
+    fresh.load_state_dict(queue.state_dict())
+    assert torch.equal(fresh.contents()[0], queue.contents()[0])
+    assert torch.equal(fresh.ids, queue.ids) and int(fresh.ptr) == 4
+
+
+def test_moco_queue_rejects_batches_larger_than_itself():
+    with pytest.raises(ValueError, match="queue_size"):
+        IdRingBuffer(2, [3]).enqueue(torch.zeros(3, 3), torch.arange(3))

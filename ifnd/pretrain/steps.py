@@ -12,14 +12,13 @@ from typing import Any, Callable
 
 import torch
 
-from ifnd.config import ConfigError
-from ifnd.falseneg.bayes import FNESampler, SimilarityStats, sampling_weights
+from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.masks import any_level
 from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
 from ifnd.models.contrastive import MoCoModel
-from ifnd.models.queue import IdQueue
-from ifnd.train import distributed as dist
+from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.runtime import distributed as dist
 
 
 @dataclass
@@ -54,7 +53,7 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, None if masks is None else any_level(masks))
 
 
-def moco_step(model: MoCoModel, forward: Callable, queue: IdQueue, x1, x2, ids,
+def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids,
               detector: FalseNegativeDetector, cfg: Any, sampler: FNESampler | None = None,
               generator: torch.Generator | None = None) -> StepOutput:
     """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
@@ -67,7 +66,7 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdQueue, x1, x2, ids,
     model.momentum_update(cfg.moco.momentum)
     q1, q2 = forward(torch.cat([x1, x2])).chunk(2)
     k1, k2 = model.target(x1), model.target(x2)
-    queue_keys, queue_ids = queue.contents()
+    queue_keys, queue_ids = (t.clone() for t in queue.contents())  # the enqueue below overwrites in place
     masks = detector.masks(ids, queue_ids)
     if masks is not None:  # column 0 (the own key) is the positive, never a false negative
         masks = torch.cat([torch.zeros_like(masks[:, :, :1]), masks], dim=2)
@@ -105,21 +104,8 @@ def fne_log_weights(sampler: FNESampler, q: torch.Tensor, k: torch.Tensor, queue
         drawn = sampler(sims, pos_sims, positive, num_samples, generator).indices
         weights = torch.zeros_like(sims).scatter_add_(1, drawn, torch.ones_like(drawn, dtype=sims.dtype))
     else:
-        weights, _ = sampling_weights(sims, pos_sims, positive, sampler.stats, tau=sampler.tau, prior=sampler.prior,
-                                      fn_threshold=sampler.fn_threshold, cut_down=sampler.cut_down,
-                                      cut_margin=sampler.cut_margin)
+        weights, _ = sampler.weights(sims, pos_sims, positive)
         kept = (weights > 0).sum(1, keepdim=True)
         weights = weights * kept / weights.sum(1, keepdim=True).clamp(min=1e-12)
     weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
     return torch.cat([torch.zeros_like(pos_sims)[:, None], weights.log()], dim=1)
-
-
-def build_fne_sampler(cfg: Any) -> FNESampler | None:
-    """The FNE sampler configured by ``cfg.negatives`` (MoCo only), or None."""
-    neg = cfg.negatives
-    if neg.sampler == "none":
-        return None
-    if cfg.method != "moco":
-        raise ConfigError("negatives.sampler=fne re-weights the MoCo queue: use method=moco")
-    return FNESampler(SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
-                      cut_down=neg.cut_down, cut_margin=neg.cut_margin, warmup_epochs=neg.warmup_epochs)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ifnd.train import distributed as dist
+from ifnd.runtime import distributed as dist
 
 
 class CheckpointError(RuntimeError):
@@ -64,12 +64,13 @@ def resolve_resume(resume: str | None, run_dir: str | Path) -> Path | None:
     return path
 
 
-ARCHITECTURE_KEYS = ("method", "model.backbone", "model.cifar_stem", "model.norm", "model.proj_hidden_dim", "model.proj_dim")
+def check_compatible(saved_config: dict[str, Any], current: Any, keys: Sequence[str]) -> None:
+    """Refuse a checkpoint whose config differs from ``current`` at any of ``keys`` (dotted).
 
-
-def check_compatible(saved_config: dict[str, Any], current: Any) -> None:
-    """Refuse a checkpoint whose architecture differs from the current config."""
-    for dotted in ARCHITECTURE_KEYS:
+    The one compatibility rule of every command: each task names the keys its weights and
+    state depend on (architecture, vocabulary, memory size, ...).
+    """
+    for dotted in keys:
         saved: Any = saved_config
         for part in dotted.split("."):
             saved = saved.get(part) if isinstance(saved, dict) else None

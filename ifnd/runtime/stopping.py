@@ -4,7 +4,7 @@ Schedulers send SIGTERM (SLURM also SIGUSR1 with ``--signal``) some time before 
 a job, and ``torchrun`` forwards SIGTERM to its workers. Dying there would lose everything
 since the last checkpoint; instead :class:`StopSignals` only records the signal, and the
 training loop stops at the end of the current step, all ranks at the same step
-(:func:`~ifnd.train.distributed.any_true`), after writing a checkpoint.
+(:func:`~ifnd.runtime.distributed.any_true`), after writing a checkpoint.
 """
 
 from __future__ import annotations

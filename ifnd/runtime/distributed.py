@@ -170,3 +170,12 @@ def broadcast_object(obj):
     box = [obj]
     tdist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``cpu``, ``cuda`` (this rank's GPU) or ``auto`` (a GPU when one is visible)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use --set device=cpu")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)

@@ -1,0 +1,1 @@
+"""Measurements shared by training monitors and evaluation commands (kNN, top-k, retrieval R@K)."""

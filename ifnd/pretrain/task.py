@@ -1,0 +1,208 @@
+"""Contrastive pretraining (SimCLR / MoCo v2) with false-negative detection, as an engine task.
+
+:class:`PretrainTask` supplies what differs from the other commands: it builds data, model,
+optimizer, queue, detector and FNE sampler; at an epoch's start it runs a clustering round when
+one is due; each step is :func:`~ifnd.pretrain.steps.simclr_step` or
+:func:`~ifnd.pretrain.steps.moco_step`; at an epoch's end it reports detection precision and
+recall and the kNN monitor. The loop, checkpoints, resume and logging are the
+:class:`~ifnd.runtime.loop.Engine`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, ClassVar, Iterable
+
+import torch
+
+from ifnd.config import ConfigError
+from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
+from ifnd.data.views import IndexedViews, build_view_transform
+from ifnd.falseneg.bayes import FNESampler
+from ifnd.falseneg.detector import FalseNegativeDetector
+from ifnd.falseneg.diagnostics import PairCounts, batch_pair_counts
+from ifnd.metrics.knn import extract_features, knn_accuracy
+from ifnd.models.contrastive import build_model
+from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.pretrain.optim import build_optimizer
+from ifnd.pretrain.steps import StepOutput, moco_step, simclr_step
+from ifnd.runtime import distributed as dist
+from ifnd.runtime.loop import Context, Engine, LoopSettings
+from ifnd.runtime.sampler import ResumableSampler
+from ifnd.runtime.schedules import scaled_lr, warmup_cosine
+from ifnd.runtime.seeding import generator
+
+log = logging.getLogger(__name__)
+
+
+class PretrainTask:
+    """All state of one pretraining run but the loop's (see :class:`~ifnd.runtime.loop.Task`)."""
+
+    resume_keys: ClassVar[tuple[str, ...]] = (
+        "method", "model.backbone", "model.cifar_stem", "model.norm", "model.proj_hidden_dim", "model.proj_dim",
+    )
+    best_key = None
+
+    def __init__(self, ctx: Context, saved: dict[str, Any] | None = None):
+        cfg = self.cfg = ctx.cfg
+        self.ctx, self.device = ctx, ctx.device
+        self.settings = LoopSettings.from_train(cfg.train)
+        self.train_src, self.test_src = build_sources(cfg)
+        self.num_samples = len(self.train_src)
+        self.true_labels = source_labels(self.train_src)
+        self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
+        self.views = IndexedViews(self.train_src, build_view_transform(cfg), seed=cfg.seed)
+
+        cuda = self.device.type == "cuda"
+        self.memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
+        self.model = build_model(cfg).to(self.device, memory_format=self.memory_format)
+        self.ddp = dist.wrap_ddp(self.model, self.device, cfg.model.sync_bn)
+        self.queue = IdRingBuffer.from_config(cfg).to(self.device) if cfg.method == "moco" else None
+        global_batch = cfg.train.batch_size * ctx.world
+        self.optimizer = build_optimizer(self.model.parameters(), cfg,
+                                         scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
+        self.detector = FalseNegativeDetector.from_config(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
+        if cfg.negatives.sampler == "hardest" or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
+            raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
+                              f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
+        self.fne = FNESampler.from_config(cfg)
+        if self.fne is not None:
+            self.fne.to(self.device)
+        self.counts = PairCounts(0, 0, 0)
+        self.out: StepOutput | None = None
+        self.ids: torch.Tensor | None = None  # [B] dataset ids of the last step's batch
+
+    # ---------------------------------------------------------------- engine hooks
+    def lr_multiplier(self, step: int, steps_per_epoch: int) -> float:
+        train = self.cfg.train
+        return warmup_cosine(step, train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch)
+
+    def loader(self, sampler: ResumableSampler, epoch: int) -> Iterable[Any]:
+        self.views.set_epoch(epoch)
+        return train_loader(self.views, sampler, self.cfg.data.num_workers, self.device.type == "cuda")
+
+    def start_epoch(self, epoch: int, step: int) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if step == 0 and self.detector.wants_round(epoch):
+            record.update(self.clustering_round(epoch))
+        if self.fne is not None and step == 0:
+            self.fne.start_epoch(epoch)
+        self.counts = PairCounts(0, 0, 0)
+        return record
+
+    def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor:
+        (x1, x2), _, ids = batch
+        x1, x2 = (x.to(self.device, non_blocking=True, memory_format=self.memory_format) for x in (x1, x2))
+        ids = self.ids = ids.to(self.device, non_blocking=True)
+        amp = self.cfg.train.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            if self.queue is None:
+                self.out = simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg)
+            else:
+                # FNE draws of this step and rank: reproducible on resume, different on each rank
+                draws = generator(self.cfg.seed, "draws", epoch, step, self.ctx.rank, device=self.device)
+                self.out = moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg,
+                                     self.fne, draws)
+        return self.out.loss
+
+    def after_step(self) -> None:
+        out = self.out
+        if self.detector.needs_bank():
+            self.detector.observe(dist.gather(self.ids), dist.gather(out.embeddings))
+        if out.fn_mask is not None:
+            labels = self.device_labels
+            self.counts += batch_pair_counts(out.fn_mask, out.anchor_ids, out.candidate_ids,
+                                             labels[out.anchor_ids], labels[out.candidate_ids.clamp(min=0)])
+
+    def end_epoch(self, epochs_done: int) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        counts = PairCounts(*dist.sum_ints([self.counts.detected, self.counts.true_positive, self.counts.actual]))
+        if self.detector.active and counts.actual:
+            record.update(fn_precision=counts.precision, fn_recall=counts.recall)
+        knn = self.cfg.knn
+        if knn.every and epochs_done % knn.every == 0 or epochs_done == self.cfg.train.epochs:
+            record.update(self.knn_monitor())
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue.state_dict() if self.queue is not None else None,
+            "detector": self.detector.state_dict(),
+            "fne": self.fne.state_dict() if self.fne is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.queue is not None:
+            self.queue.load_state_dict(state["queue"])
+        self.detector.load_state_dict(state["detector"])
+        if self.fne is not None:
+            self.fne.load_state_dict(state["fne"])
+
+    def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        last_knn = next((h for h in reversed(history) if "knn_top1" in h), {})
+        last_fn = next((h for h in reversed(history) if "fn_precision" in h), {})
+        return {
+            "method": self.cfg.method,
+            "detection": self.cfg.detection.mode,
+            "knn_top1": last_knn.get("knn_top1", math.nan),
+            "knn_top5": last_knn.get("knn_top5", math.nan),
+            "fn_precision": last_fn.get("fn_precision", math.nan),
+            "fn_recall": last_fn.get("fn_recall", math.nan),
+            "accepted_share": self.detector.share,
+        }
+
+    # ---------------------------------------------------------------- detection and monitor
+    def clustering_round(self, epoch: int) -> dict[str, float]:
+        """Run the detector's round; every rank ends with the same table (rank 0's)."""
+        start = time.perf_counter()
+        features = None
+        if self.detector.mode == "ifnd" and self.cfg.detection.features == "pass":
+            features = self._embed_training_set()
+        stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
+        if self.ctx.world > 1:  # every rank masks with rank 0's table
+            self.detector.load_table(dist.broadcast_object(self.detector.table_state() if dist.is_main() else None))
+            stats = dist.broadcast_object(stats)
+        stats["round_time_s"] = time.perf_counter() - start
+        if dist.is_main():
+            log.info("clustering round before epoch %d: %s", epoch, {k: round(v, 4) for k, v in stats.items()})
+        return {f"round/{k}": v for k, v in stats.items()}
+
+    def _embed_training_set(self) -> torch.Tensor:
+        """``pass`` features: target-encoder embeddings ``[N, D]`` of centre-cropped training images.
+
+        Each rank embeds every world-th sample; the shards are gathered by dataset index.
+        """
+        shard = list(range(self.ctx.rank, self.num_samples, self.ctx.world))
+        loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
+                             self.cfg.train.batch_size, self.cfg.data.num_workers, indices=shard)
+        feats, _ = extract_features(_TargetEncoder(self.model), loader, self.device)
+        return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), self.num_samples).cpu()
+
+    def knn_monitor(self) -> dict[str, float]:
+        """Weighted kNN top-1/top-5 of the backbone's features, test split against training split (rank 0)."""
+        if self.test_src is None or not dist.is_main():
+            return {}
+        cfg = self.cfg
+        args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
+        train_feats, train_labels = extract_features(self.model.backbone, eval_loader(self.train_src, *args), self.device)
+        test_feats, test_labels = extract_features(self.model.backbone, eval_loader(self.test_src, *args), self.device)
+        acc = knn_accuracy(train_feats, train_labels, test_feats, test_labels, cfg.knn.k, cfg.knn.temperature)
+        return {"knn_top1": acc["top1"], "knn_top5": acc["top5"]}
+
+
+class _TargetEncoder(torch.nn.Module):
+    """Adapter: ``model.target`` as a module, for :func:`extract_features`."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.target(x)
+
+
+def pretrain(cfg: Any, resume: str | None = None, stop_at: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Train as configured; returns the metrics written to ``metrics.json``."""
+    return Engine(cfg, PretrainTask, resume, stop_at).fit()
