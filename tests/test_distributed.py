@@ -157,10 +157,13 @@ def test_itm_two_processes_match_one_process_and_resume(tmp_path, itm_features):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_itm_fne_statistics_cover_the_global_batch(tmp_path, itm_features):
+def test_itm_fne_statistics_cover_the_global_batch(tmp_path):
+    # 160 images: few repeated images in a batch of 32, so mutual top-1 (reliable) pairs occur
+    root = tmp_path / "features"
+    _write_features(root, "train", 160, seed=0)
     sets = ("negatives.sampler=fne", "negatives.warmup_epochs=1", "train.epochs=1", "data.val_split=")
-    _launch(1, "itm-train", _itm_sets(itm_features, 32, *sets), tmp_path / "single")
-    _launch(2, "itm-train", _itm_sets(itm_features, 16, *sets), tmp_path / "double")
+    _launch(1, "itm-train", _itm_sets(root, 32, *sets), tmp_path / "single")
+    _launch(2, "itm-train", _itm_sets(root, 16, *sets), tmp_path / "double")
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt")["mining"] for d in ("single", "double"))
     stats = [key for key in a if key.startswith("sampler.stats.")]
     assert stats and int(a["sampler.stats.count"].sum()) > 0

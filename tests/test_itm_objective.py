@@ -124,7 +124,7 @@ def test_hardest_step_uses_no_statistics_and_batch_only_without_memory():
     model, mining = _tiny("hardest", use_memory=False)
     mining.start_epoch(0)
     out = itm_step(model, mining, *_batch([0, 1, 1, 2]))
-    assert mining.memory is None and int(mining.sampler.stats.count.sum()) == 0
+    assert mining.memory is None and mining.sampler is None  # no statistics to feed
     ids = torch.tensor([0, 1, 1, 2])
     assert not (out.t2i_negative_ids == ids.unsqueeze(1)).any()  # the duplicate image 1 is never a negative
 
