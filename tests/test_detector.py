@@ -8,8 +8,8 @@ from ifnd.config import ConfigError, resolve
 from ifnd.falseneg.detector import FalseNegativeDetector
 
 
-def _cfg(**detection):
-    return resolve({"train": {"epochs": 10},
+def _cfg(seed=0, **detection):
+    return resolve({"seed": seed, "train": {"epochs": 10},
                     "detection": {"warmup_epochs": 2, "cluster_every": 2, "kmeans_init": "kmeans++", **detection}})
 
 
@@ -68,6 +68,15 @@ def test_oracle_uses_true_labels_under_the_same_schedule():
     accepted = det.labels[0] >= 0
     assert accepted.sum() == 15 and torch.equal(det.labels[0][accepted], labels[accepted])
     assert stats["level0/pair_precision"] == pytest.approx(1.0)
+    assert accepted[45:].any()  # a seeded random subset, not the first 15 indices
+    again = FalseNegativeDetector.from_config(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25,
+                                                   accept_schedule="constant"), 60, 8, labels)
+    again.run_round(2)
+    assert torch.equal(again.labels[0] >= 0, accepted)  # same seed, same subset
+    other = FalseNegativeDetector.from_config(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25,
+                                                   accept_schedule="constant", seed=1), 60, 8, labels)
+    other.run_round(2)
+    assert not torch.equal(other.labels[0] >= 0, accepted)
     with pytest.raises(ConfigError, match="true labels"):
         FalseNegativeDetector.from_config(_cfg(mode="oracle"), 60, 8, None)
 

@@ -11,8 +11,8 @@ Modes (``detection.mode``):
 * ``ifnd``   — spherical k-means at every granularity of ``num_clusters``, a
   confidence per sample, and only the most confident share accepted; the share grows
   over training (``accept_start`` -> ``accept_end``).
-* ``oracle`` — the true classes as pseudo-labels, accepted by the same schedule (all
-  confidences equal): the upper bound of the same code path.
+* ``oracle`` — the true classes as pseudo-labels, accepted by the same schedule (a
+  random subset drawn with the run's seed): the upper bound of the same code path.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ifnd.config import ConfigError
+from ifnd.runtime.seeding import generator
 from ifnd.falseneg.acceptance import (
     accept_most_confident,
     accepted_share,
@@ -143,7 +144,9 @@ class FalseNegativeDetector:
         )
         if self.mode == "oracle":
             assignments = [self.true_labels]
-            confidences = [torch.ones(len(self.true_labels))]
+            # a random rank per sample, fixed for the run: the accepted share is a seeded random subset
+            # that grows round by round (equal confidences would accept an index prefix)
+            confidences = [torch.rand(len(self.true_labels), generator=generator(self.seed, "oracle"))]
             self.centroids = []
         else:
             if features is None and not self.bank_filled.any():
