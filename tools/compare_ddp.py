@@ -74,9 +74,9 @@ def run(out: Path, nproc: int, batch: int, threads: int, sets: list[str]) -> dic
 
 
 def images_per_s(metrics: dict[str, Any]) -> float:
-    """Throughput of the last epoch (history key ``samples_per_s``; ``images_per_s`` in older runs)."""
+    """Throughput of the last epoch (history key ``samples_per_s``)."""
     last = metrics["history"][-1]
-    return last["samples_per_s"] if "samples_per_s" in last else last["images_per_s"]
+    return last["samples_per_s"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
