@@ -111,3 +111,43 @@ def test_cuda_masks_follow_each_new_table():
     table = det.table_state()
     det.load_table({**table, "labels": torch.full_like(table["labels"], -1)})  # nothing accepted any more
     assert not det.masks(ids, ids).any()
+
+
+def test_full_oracle_knows_every_label_from_the_first_step():
+    _, labels = _blobs()
+    det = FalseNegativeDetector.from_config(_cfg(mode="oracle", oracle="full"), 60, 8, labels)
+    assert det.wants_round(0)  # no warm-up
+    det.run_round(0)
+    assert det.share == 1.0 and torch.equal(det.labels[0], labels)
+    assert not det.wants_round(1) and not det.wants_round(5)  # the table never changes
+
+
+def test_noisy_oracle_masks_reach_the_asked_pair_precision_and_recall():
+    labels = torch.arange(600) % 10  # hand-made: 10 classes of 60
+    ids = torch.arange(600)
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(600, dtype=torch.bool)
+    for precision, recall in [(0.5, 0.6), (0.8, 0.8), (1.0, 0.4), (0.3, 1.0)]:
+        det = FalseNegativeDetector.from_config(
+            _cfg(mode="noisy_oracle", oracle="full", oracle_precision=precision, oracle_recall=recall), 600, 8, labels)
+        det.run_round(0)
+        mask = det.masks(ids, ids)[0]
+        assert torch.equal(mask, mask.T) and not mask.diagonal().any()  # a pair is detected both ways, never itself
+        hits = int((mask & same).sum())
+        assert hits / int(mask.sum()) == pytest.approx(precision, abs=0.02)
+        assert hits / int(same.sum()) == pytest.approx(recall, abs=0.02)
+        a, b = (mask & ~same).nonzero().T  # false detections fall only on partner (confusable) classes
+        assert bool(det.partners[labels[a], labels[b]].all()) and int(det.partners.sum()) < 90
+    with pytest.raises(ConfigError, match="unreachable"):
+        FalseNegativeDetector.from_config(_cfg(mode="noisy_oracle", oracle_precision=0.05, oracle_recall=1.0), 600, 8,
+                                          labels)
+
+
+def test_pair_uniform_is_symmetric_seeded_and_uniform():
+    from ifnd.falseneg.masks import pair_uniform
+
+    ids = torch.arange(300)
+    u = pair_uniform(ids, ids, seed=0)
+    assert torch.equal(u, u.T) and torch.equal(u, pair_uniform(ids, ids, seed=0))
+    assert not torch.equal(u, pair_uniform(ids, ids, seed=1))
+    assert 0 <= float(u.min()) and float(u.max()) < 1 and float(u.mean()) == pytest.approx(0.5, abs=0.01)
+    assert torch.equal(pair_uniform(ids[:5], torch.tensor([7, -1]), 0)[:, 0], u[:5, 7])  # any subset, same numbers

@@ -40,6 +40,19 @@ def test_oracle_detection_is_exact(tiny_cfg):
     assert metrics["fn_recall"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("mode, precision", [("oracle", 1.0), ("noisy_oracle", 0.6)])
+def test_full_oracle_detects_from_the_first_epoch(tiny_cfg, mode, precision):
+    detection = {**DETECTION, "mode": mode, "oracle": "full", "oracle_precision": precision, "oracle_recall": 0.8}
+    metrics = Engine(tiny_cfg(method="simclr", detection=detection), PretrainTask).fit()
+    first = metrics["history"][0]
+    assert first["round/accepted_share"] == 1.0 and "fn_precision" in first  # epoch 0 already masks
+    assert [h for h in metrics["history"][1:] if "round/accepted_share" in h] == []  # one round only
+    if mode == "oracle":
+        assert first["fn_precision"] == pytest.approx(1.0) and first["fn_recall"] == pytest.approx(1.0)
+    else:  # 128 samples: loose bounds around the asked 0.6 / 0.8
+        assert 0.4 < first["fn_precision"] < 0.8 and 0.6 < first["fn_recall"] < 0.95
+
+
 def test_resume_between_rounds_keeps_labels_and_matches(tiny_cfg, tmp_path):
     detection = {**DETECTION, "cluster_every": 2, "warmup_epochs": 1}
     ref = tiny_cfg(method="moco", detection=detection, train={"epochs": 3}, output_dir=str(tmp_path / "ref"))

@@ -11,8 +11,12 @@ Modes (``detection.mode``):
 * ``ifnd``   — spherical k-means at every granularity of ``num_clusters``, a
   confidence per sample, and only the most confident share accepted; the share grows
   over training (``accept_start`` -> ``accept_end``).
-* ``oracle`` — the true classes as pseudo-labels, accepted by the same schedule (a
-  random subset drawn with the run's seed): the upper bound of the same code path.
+* ``oracle`` — the true classes as pseudo-labels. ``detection.oracle: full``: every label
+  from the first step (the upper bound of false-negative removal); ``scheduled``: accepted
+  by IFND's schedule over a random subset drawn with the run's seed (perfect precision at
+  IFND's schedule).
+* ``noisy_oracle`` — the oracle's pairs degraded to a chosen pair precision and recall
+  (:func:`~ifnd.falseneg.masks.noisy_oracle_mask`): where detection must be to gain anything.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ifnd.falseneg.acceptance import (
 )
 from ifnd.falseneg.clustering import multi_level_kmeans
 from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
-from ifnd.falseneg.masks import false_negative_mask
+from ifnd.falseneg.masks import false_negative_mask, noisy_oracle_mask, partner_classes
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class DetectionSettings:
     kmeans_niter: int = 20
     kmeans_nredo: int = 1
     kmeans_init: str = "random"
+    oracle: str = "scheduled"
+    oracle_precision: float = 1.0
+    oracle_recall: float = 1.0
     total_epochs: int = 100
     seed: int = 0
 
@@ -81,9 +88,9 @@ class FalseNegativeDetector:
         self.total_epochs = settings.total_epochs
         self.seed = settings.seed
         self.true_labels = true_labels
-        if self.mode == "oracle" and true_labels is None:
-            raise ConfigError("detection.mode=oracle needs true labels, and this data set has none")
-        levels = 1 if self.mode == "oracle" else len(settings.num_clusters)
+        if self.uses_true_labels and true_labels is None:
+            raise ConfigError(f"detection.mode={self.mode} needs true labels, and this data set has none")
+        levels = 1 if self.uses_true_labels else len(settings.num_clusters)
         too_big = [k for k in settings.num_clusters if k > num_samples]
         if self.mode == "ifnd" and too_big:
             raise ConfigError(f"detection.num_clusters {too_big} exceed the {num_samples} training samples; lower them")
@@ -95,6 +102,13 @@ class FalseNegativeDetector:
         self.last_round = -1
         self.share = 0.0
         self._device_labels: torch.Tensor | None = None  # the table on the training device, once per round
+        self.partners, self.false_rate = torch.zeros(0, 0, dtype=torch.bool), 0.0
+        if self.mode == "noisy_oracle":
+            try:
+                self.partners, self.false_rate = partner_classes(true_labels, settings.oracle_precision,
+                                                                 settings.oracle_recall, settings.seed)
+            except ValueError as err:
+                raise ConfigError(f"detection.oracle_precision / oracle_recall: {err}") from err
 
     @classmethod
     def from_config(cls, cfg: Any, num_samples: int, embed_dim: int,
@@ -107,12 +121,24 @@ class FalseNegativeDetector:
         return self.mode != "none"
 
     @property
+    def uses_true_labels(self) -> bool:
+        """The oracle modes: pseudo-labels are the true classes."""
+        return self.mode in ("oracle", "noisy_oracle")
+
+    @property
+    def full_oracle(self) -> bool:
+        """Every true label from the first step: one round before epoch 0, share 1.0."""
+        return self.uses_true_labels and self.det.oracle == "full"
+
+    @property
     def active(self) -> bool:
         """True once a round has produced a table the loss should use."""
         return self.enabled and self.last_round >= 0
 
     def wants_round(self, epoch: int) -> bool:
         """Whether a clustering round belongs before training epoch ``epoch`` (0-based)."""
+        if self.full_oracle:
+            return self.last_round < 0
         since = epoch - self.det.warmup_epochs
         return self.enabled and since >= 0 and since % self.det.cluster_every == 0 and epoch > self.last_round
 
@@ -138,11 +164,11 @@ class FalseNegativeDetector:
             Round statistics: accepted share, and per level NMI / purity / pair
             precision and recall when true labels exist.
         """
-        self.share = accepted_share(
+        self.share = 1.0 if self.full_oracle else accepted_share(
             epoch, self.det.warmup_epochs, self.total_epochs - 1,
             self.det.accept_start, self.det.accept_end, self.det.accept_schedule,
         )
-        if self.mode == "oracle":
+        if self.uses_true_labels:
             assignments = [self.true_labels]
             # a random rank per sample, fixed for the run: the accepted share is a seeded random subset
             # that grows round by round (equal confidences would accept an index prefix)
@@ -198,6 +224,9 @@ class FalseNegativeDetector:
             return None
         if self._device_labels is None or self._device_labels.device != anchor_ids.device:
             self._device_labels = self.labels.to(anchor_ids.device)  # [L, N]: not copied again every step
+        if self.mode == "noisy_oracle":
+            return noisy_oracle_mask(anchor_ids, candidate_ids, self._device_labels[0], self.partners,
+                                     self.det.oracle_recall, self.false_rate, self.seed).unsqueeze(0)
         return false_negative_mask(anchor_ids, candidate_ids, self._device_labels)
 
     def table_state(self) -> dict[str, Any]:

@@ -50,3 +50,93 @@ def any_level(mask: torch.Tensor) -> torch.Tensor:
         ``[B, M]`` bool.
     """
     return mask.any(dim=0)
+
+
+def pair_uniform(anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """A uniform number in ``[0, 1)`` for every (anchor, candidate) pair, the same for ``(i, j)`` and ``(j, i)``.
+
+    A fixed hash of the unordered pair of dataset indices and the seed (splitmix64 steps on
+    int64 tensors), so a pair gets the same number at every step, on every rank and device.
+
+    Args:
+        anchor_ids: ``[B]`` long; candidate_ids: ``[M]`` long (negative ids are allowed).
+        seed: the run's seed.
+
+    Returns:
+        ``[B, M]`` float64 on the device of ``anchor_ids``.
+    """
+    a = anchor_ids.long().unsqueeze(1)
+    c = candidate_ids.to(anchor_ids.device).long().unsqueeze(0)
+    low, high = torch.minimum(a, c), torch.maximum(a, c)
+    x = low * 0x9E3779B1 + high * 0x85EBCA77 + (int(seed) & 0xFFFF_FFFF) * 0xC2B2AE3D
+    for mul in (0x7FB5D329728EA185 - (1 << 63), 0x81DADEF4BC2DD44D - (1 << 64)):  # int64 wrap-around products
+        x = (x ^ ((x >> 31) & 0x1_FFFF_FFFF)) * mul
+    x = x ^ ((x >> 29) & 0x7_FFFF_FFFF)
+    return ((x >> 11) & ((1 << 53) - 1)).double() / float(1 << 53)
+
+
+def partner_classes(labels: torch.Tensor, precision: float, recall: float, seed: int) -> tuple[torch.Tensor, float]:
+    """Confusable class pairs and the rate at which their sample pairs are falsely detected.
+
+    Places the classes on a circle in a seeded random order; classes within circular distance
+    ``d`` are partners (a symmetric relation standing in for confusable classes such as shirt and
+    T-shirt). A same-class pair is detected with probability ``recall`` and a partner-class pair
+    with probability ``q``; ``d`` is the smallest distance for which the ``q`` that gives the
+    expected pair ``precision`` is at most 1.
+
+    Args:
+        labels: ``[N]`` long true classes (>= 0) of the samples whose pairs are counted.
+        precision, recall: the targets, in (0, 1].
+
+    Returns:
+        ``(partners [C, C] bool, q)``; ``q = 0`` (no partners) when ``precision == 1``.
+
+    Raises:
+        ValueError: the targets cannot be reached (precision below what detecting every pair of
+            every class pair would give).
+    """
+    if not (0 < precision <= 1 and 0 < recall <= 1):
+        raise ValueError(f"precision and recall must be in (0, 1], got {precision}, {recall}")
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1).double()
+    classes = len(counts)
+    same = float((counts * (counts - 1)).sum())  # ordered same-class pairs
+    partners = torch.zeros(classes, classes, dtype=torch.bool)
+    if precision == 1:
+        return partners, 0.0
+    rank = torch.randperm(classes, generator=torch.Generator().manual_seed(int(seed))).argsort()
+    gap = (rank.unsqueeze(0) - rank.unsqueeze(1)).abs()
+    circular = torch.minimum(gap, classes - gap)
+    for distance in range(1, classes // 2 + 1):
+        partners = (circular >= 1) & (circular <= distance)
+        cross = float((counts.unsqueeze(0) * counts.unsqueeze(1))[partners].sum())
+        q = recall * same * (1 - precision) / (precision * cross)
+        if q <= 1:
+            return partners, q
+    raise ValueError(f"pair precision {precision} is unreachable at recall {recall} with {classes} classes; "
+                     f"raise detection.oracle_precision")
+
+
+def noisy_oracle_mask(anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, labels: torch.Tensor,
+                      partners: torch.Tensor, recall: float, false_rate: float, seed: int) -> torch.Tensor:
+    """Detected pairs of a noisy oracle: true labels degraded to a chosen pair precision and recall.
+
+    Among pairs of samples that both carry an accepted label, a same-class pair is detected with
+    probability ``recall`` and a pair of partner classes (:func:`partner_classes`) with
+    probability ``false_rate``; the draw is :func:`pair_uniform`, fixed per pair.
+
+    Args:
+        anchor_ids: ``[B]``; candidate_ids: ``[M]`` (-1: empty slot).
+        labels: ``[N]`` long accepted true classes, -1 where not accepted.
+        partners: ``[C, C]`` bool; recall, false_rate: probabilities.
+
+    Returns:
+        ``[B, M]`` bool on the device of ``labels``.
+    """
+    anchors = anchor_ids.to(labels.device)
+    candidates = candidate_ids.to(labels.device)
+    a = labels[anchors].unsqueeze(1)
+    c = torch.where(candidates >= 0, labels[candidates.clamp(min=0)], -1).unsqueeze(0)
+    both = (a >= 0) & (c >= 0) & (anchors.unsqueeze(1) != candidates.unsqueeze(0))
+    u = pair_uniform(anchors, candidates, seed)
+    partner = partners.to(labels.device)[a.clamp(min=0), c.clamp(min=0)]
+    return both & (((a == c) & (u < recall)) | (partner & (u < false_rate)))
