@@ -9,6 +9,7 @@ Commands:
     report     markdown table and training-curve plots of several runs
     itm-train  image-text matching with FNE or hardest-negative triplet loss
     itm-eval   image-text retrieval R@1/5/10 and RSUM
+    study      every variant x seed of a study file (resumable): results.csv, summary.md, plots
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from ifnd.study.run import main_study
+
+    if not args.config:
+        raise ConfigError("ifnd study needs --config STUDY.yaml (see configs/studies/)")
+    return main_study(args.config, args.overrides, args.only)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ifnd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["pretrain", "eval", "itm"], default="pretrain",
                    help="which job's keys: pretrain (default), eval (linear/knn/semisup) or itm (itm-train)")
     p.set_defaults(func=cmd_config)
+    p = sub.add_parser("study", help="run (or continue) every variant x seed of a study file; results.csv, summary.md, plots")
+    add_config_args(p, example="output_dir=runs/my_study")
+    p.add_argument("--only", help="comma-separated variants to run now (the summary covers every finished run)")
+    p.set_defaults(func=cmd_study)
     eval_commands.add_subcommands(sub)
     itm_commands.add_subcommands(sub)
     return parser

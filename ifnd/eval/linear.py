@@ -104,15 +104,22 @@ def linear_probe(
     device: torch.device,
     run: RunDir | None = None,
     resume: str | None = None,
+    features: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Linear classification on the frozen ``encoder`` (``[B,3,S,S] -> [B, feat_dim]``).
+
+    ``features``: the :func:`encode` results ``(train feats, train labels, test feats, test
+    labels)`` when the caller has them already (they are computed here otherwise).
 
     Returns the engine's metrics: ``{"top1", "top5"}`` (%) on the test split, ``history``, ...
     """
     lin = cfg.linear
     classes = num_classes(train_src, test_src)
-    train_data = encode(encoder, train_src, cfg, device) if lin.cache_features else augmented_images(train_src, cfg)
-    test_feats, test_labels = encode(encoder, test_src, cfg, device)
+    if features is None:
+        train = encode(encoder, train_src, cfg, device) if lin.cache_features else (None, None)
+        features = (*train, *encode(encoder, test_src, cfg, device))
+    train_data = features[:2] if lin.cache_features else augmented_images(train_src, cfg)
+    test_feats, test_labels = features[2:]
 
     def build(dev: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
         classifier = nn.Linear(feat_dim, classes).to(dev)

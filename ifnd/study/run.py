@@ -1,0 +1,126 @@
+"""Run a study: every variant x seed, skipping what is complete, then score and summarise.
+
+Each run's directory holds the pretraining run and, once it is scored, ``study.json`` (its
+row of ``results.csv``). A run with ``study.json`` is complete and skipped; a run stopped
+mid-way resumes from its last checkpoint. So a study can be stopped at any time (Ctrl-C,
+a lost machine) and continued across days with the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ifnd.config import format_override
+from ifnd.data.build import build_sources
+from ifnd.eval.checkpoints import build_encoder, read_encoder_weights
+from ifnd.eval.linear import encode, linear_probe
+from ifnd.eval.schema import load_eval_config
+from ifnd.metrics.knn import knn_accuracy
+from ifnd.pretrain.task import pretrain
+from ifnd.runtime.distributed import pick_device
+from ifnd.runtime.loop import TrainingDiverged
+from ifnd.runtime.run import RunDir
+from ifnd.study.spec import StudySpec
+from ifnd.study.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+def detection_figures(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Pair precision/recall of the detected false negatives, averaged over the epochs that detected and at the last.
+
+    Args:
+        history: the per-epoch records of ``metrics.json``.
+    """
+    epochs = [h for h in history if "fn_precision" in h]
+    if not epochs:
+        return {key: math.nan for key in ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_recall_end")}
+    return {
+        "fn_precision_mean": sum(h["fn_precision"] for h in epochs) / len(epochs),
+        "fn_recall_mean": sum(h["fn_recall"] for h in epochs) / len(epochs),
+        "fn_precision_end": epochs[-1]["fn_precision"],
+        "fn_recall_end": epochs[-1]["fn_recall"],
+    }
+
+
+def timing_figures(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean epoch time (training steps only) and mean clustering-round time (NaN without rounds)."""
+    rounds = [h["round/round_time_s"] for h in history if "round/round_time_s" in h]
+    return {"epoch_time_s": sum(h["epoch_time_s"] for h in history) / max(1, len(history)),
+            "round_time_s": sum(rounds) / len(rounds) if rounds else math.nan}
+
+
+def score_encoder(spec: StudySpec, run_dir: Path) -> dict[str, float]:
+    """kNN top-1 at every ``spec.knn_k`` and linear-probe top-1 (cached features) of a run's final backbone."""
+    weights = read_encoder_weights(run_dir / "checkpoints" / "last.pt")
+    overrides = [format_override(f"linear.{key}", value) for key, value in spec.linear.items()]
+    cfg = load_eval_config(None, [*overrides, "linear.cache_features=true",
+                                  format_override("output_dir", str(run_dir / "eval" / "linear"))], weights.saved_config)
+    device = pick_device(cfg.device)
+    encoder, feat_dim = build_encoder(weights, cfg.model.backbone, cfg.model.cifar_stem, cfg.model.norm)
+    encoder = encoder.to(device)
+    train_src, test_src = build_sources(cfg)
+    features = (*encode(encoder, train_src, cfg, device), *encode(encoder, test_src, cfg, device))
+    scores = {f"knn{k}_top1": knn_accuracy(*features, k, cfg.knn.temperature)["top1"] for k in spec.knn_k}
+    run = RunDir(cfg)
+    try:
+        scores["linear_top1"] = linear_probe(encoder, feat_dim, train_src, test_src, cfg, device, run,
+                                             features=features)["top1"]
+    finally:
+        run.close()
+    return scores
+
+
+def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
+    """Train (or resume) one run and score it; returns and writes its ``study.json`` row."""
+    cfg = spec.config(variant, seed)
+    run_dir = spec.run_dir(variant, seed)
+    row: dict[str, Any] = {"variant": variant, "seed": seed}
+    try:
+        metrics = pretrain(cfg, resume="auto")
+    except TrainingDiverged as err:  # a diverged run is a result too: recorded, not retried
+        log.warning("%s seed %d diverged: %s", variant, seed, err)
+        row.update(status="diverged")
+    else:
+        row.update(status="done", train_time_s=metrics["train_time_s"], **detection_figures(metrics["history"]),
+                   **timing_figures(metrics["history"]), **score_encoder(spec, run_dir))
+    (run_dir / "study.json").write_text(json.dumps(row, indent=2))
+    return row
+
+
+def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """Run every missing (variant, seed) of ``spec`` (or of the ``only`` variants), then write the summary.
+
+    Prints which run is next, how many are left and an estimate of the time left (from the
+    runs done in this call).
+    """
+    todo = [(v, s) for v, s in spec.runs() if (only is None or v in only)
+            and not (spec.run_dir(v, s) / "study.json").is_file()]
+    total = len(spec.runs())
+    print(f"study {spec.path}: {total - len(todo)} of {total} runs complete, {len(todo)} to run -> {spec.output_dir}",
+          flush=True)
+    durations: list[float] = []
+    for done, (variant, seed) in enumerate(todo):
+        eta = f", about {sum(durations) / len(durations) * (len(todo) - done) / 60:.0f} min left" if durations else ""
+        print(f"[{done + 1}/{len(todo)}] {variant} seed {seed}{eta}", flush=True)
+        start = time.perf_counter()
+        run_one(spec, variant, seed)
+        durations.append(time.perf_counter() - start)
+    rows = [json.loads((spec.run_dir(v, s) / "study.json").read_text()) for v, s in spec.runs()
+            if (spec.run_dir(v, s) / "study.json").is_file()]
+    for path in write_summary(spec, rows):
+        print(f"wrote {path}", flush=True)
+    return rows
+
+
+def main_study(config: str, overrides: list[str], only: str | None) -> int:
+    """``ifnd study``: run (or continue) a study and print its summary table."""
+    spec = StudySpec.load(config, overrides)
+    run_study(spec, set(only.split(",")) if only else None)
+    print((spec.output_dir / "summary.md").read_text())
+    return 0

@@ -1,0 +1,154 @@
+"""A study's results: ``results.csv`` (a row per run), ``summary.md`` (mean ± std per variant and the
+per-seed difference to the baseline) and PNG plots (accuracy against detection precision, the
+precision/recall noise map with every detector on it, kNN curves over epochs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Iterable
+
+from ifnd.study.spec import StudySpec
+
+DETECTION = ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_recall_end")
+TIMES = ("epoch_time_s", "round_time_s", "train_time_s")
+
+
+def score_keys(spec: StudySpec) -> list[str]:
+    """The accuracy columns: kNN top-1 at each ``spec.knn_k``, then the linear probe; the first is the one compared."""
+    return [*(f"knn{k}_top1" for k in spec.knn_k), "linear_top1"]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN std for fewer than two values; NaN values dropped)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def paired_differences(rows: list[dict[str, Any]], variant: str, baseline: str, key: str) -> dict[int, float]:
+    """``{seed: row(variant)[key] - row(baseline)[key]}`` for the seeds both have."""
+    by = {(r["variant"], r["seed"]): r for r in rows if r.get("status") == "done"}
+    return {seed: by[(variant, seed)][key] - by[(baseline, seed)][key]
+            for (v, seed) in by if v == variant and (baseline, seed) in by}
+
+
+def _pm(mean: float, std: float, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
+    """The markdown table of ``summary.md``: one line per variant."""
+    scores = score_keys(spec)
+    head = ("| variant | seeds | " + " | ".join(f"kNN k={k}" for k in spec.knn_k) + f" | linear | Δ kNN k={spec.knn_k[0]} "
+            "vs baseline (per seed) | Δ/sd | P mean | R mean | P end | R end | epoch s | round s |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for variant in spec.variants:
+        done = [r for r in rows if r["variant"] == variant and r.get("status") == "done"]
+        diffs = paired_differences(rows, variant, spec.baseline, scores[0])
+        d_mean, d_std = mean_std(diffs.values())
+        ratio = d_mean / d_std if d_std and not math.isnan(d_std) else math.nan
+        per_seed = ", ".join(f"{diffs[s]:+.2f}" for s in sorted(diffs))
+        cells = [variant, str(len(done)), *(_pm(*mean_std(r[k] for r in done)) for k in scores),
+                 "-" if variant == spec.baseline or not diffs else f"{_pm(d_mean, d_std)} ({per_seed})",
+                 "-" if math.isnan(ratio) else f"{ratio:.1f}",
+                 *(_pm(*mean_std(r.get(k, math.nan) for r in done), 3)
+                   for k in DETECTION),
+                 *(_pm(*mean_std(r.get(k, math.nan) for r in done), 1) for k in TIMES[:2])]
+        lines.append("| " + " | ".join(cells) + " |")
+    diverged = [f"{r['variant']} seed {r['seed']}" for r in rows if r.get("status") == "diverged"]
+    notes = [f"\nDiverged (NaN loss; not in the means): {', '.join(diverged)}."] if diverged else []
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_summary(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
+    """Write ``results.csv``, ``summary.md`` and the plots into ``spec.output_dir``; returns the paths."""
+    out = spec.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "results.csv").open("w", newline="") as handle:
+        columns = ["variant", "seed", "status", *score_keys(spec), *DETECTION, *TIMES]
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    header = (f"# Study `{spec.path}`\n\nSeeds {list(spec.seeds)}; baseline `{spec.baseline}`; mean ± sample std over "
+              f"seeds; Δ is paired by seed; Δ/sd is the mean difference over the std of the differences. P and R are "
+              f"the pair precision and recall of the detected false negatives (mean over the epochs that detect, and "
+              f"at the last).\n\n")
+    (out / "summary.md").write_text(header + summary_table(spec, rows))
+    return [out / "results.csv", out / "summary.md", *plot(spec, rows)]
+
+
+def plot(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
+    """``accuracy_vs_precision.png``, ``noise_map.png`` and ``curves.png``; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out, paths, key = spec.output_dir, [], score_keys(spec)[0]
+    points = []  # (variant, P, R, accuracy mean, accuracy std, Δ mean)
+    for variant in spec.variants:
+        done = [r for r in rows if r["variant"] == variant and r.get("status") == "done"]
+        p, _ = mean_std(r.get("fn_precision_mean", math.nan) for r in done)
+        recall, _ = mean_std(r.get("fn_recall_mean", math.nan) for r in done)
+        acc, acc_std = mean_std(r[key] for r in done)
+        gain, _ = mean_std(paired_differences(rows, variant, spec.baseline, key).values())
+        points.append((variant, p, recall, acc, acc_std, gain))
+    detecting = [pt for pt in points if not math.isnan(pt[1])]
+    if detecting:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, p, _, acc, std, _ in detecting:
+            ax.errorbar(p, acc, yerr=0 if math.isnan(std) else std, fmt="o", capsize=3)
+            ax.annotate(name, (p, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        base = next(pt for pt in points if pt[0] == spec.baseline)
+        if not math.isnan(base[3]):
+            ax.axhline(base[3], color="grey", linestyle="--", label=f"{spec.baseline}")
+            ax.legend(fontsize=7)
+        ax.set(xlabel="detection pair precision (mean over detecting epochs)", ylabel=f"{key} (%)")
+        paths.append(_save(fig, out / "accuracy_vs_precision.png"))
+        fig, ax = plt.subplots(figsize=(6, 5))
+        gains = [pt[5] for pt in detecting if not math.isnan(pt[5])]
+        limit = max([abs(g) for g in gains] + [1e-6])
+        for name, p, recall, _, _, gain in detecting:
+            noisy = "oracle" in name
+            sc = ax.scatter(p, recall, c=[0 if math.isnan(gain) else gain], cmap="RdYlGn", vmin=-limit, vmax=limit,
+                            marker="o" if noisy else "*", s=60 if noisy else 180, edgecolors="black")
+            ax.annotate(name, (p, recall), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        fig.colorbar(sc, ax=ax, label=f"Δ {key} vs {spec.baseline} (points)")
+        ax.set(xlim=(0, 1.05), ylim=(0, 1.05), xlabel="pair precision", ylabel="pair recall",
+               title="noise map: oracles (o) and detectors (*)")
+        paths.append(_save(fig, out / "noise_map.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in spec.variants:
+        curves = [_knn_curve(spec.run_dir(variant, seed)) for seed in spec.seeds]
+        curves = [c for c in curves if c]
+        if curves:
+            epochs = sorted(set.intersection(*(set(c) for c in curves)))
+            ax.plot(epochs, [statistics.fmean(c[e] for c in curves) for e in epochs], label=variant)
+    ax.set(xlabel="epoch", ylabel="kNN monitor top-1 (%)")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "curves.png"))
+    return paths
+
+
+def _knn_curve(run_dir: Path) -> dict[int, float]:
+    """``{epochs done: knn_top1}`` from a run's ``metrics.json`` (empty when it has none)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    return {h["epoch"] + 1: h["knn_top1"] for h in json.loads(path.read_text())["history"] if "knn_top1" in h}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,81 @@
+"""The study runner on tiny runs: every variant x seed, skip-if-complete, resume of a partial run, the summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from ifnd.config import ConfigError
+from ifnd.study import run as study_run
+from ifnd.study.spec import StudySpec
+from ifnd.study.summary import mean_std, paired_differences
+
+BASE = {
+    "method": "simclr", "device": "cpu",
+    "data": {"name": "digits", "image_size": 16, "num_workers": 0, "max_train_samples": 128},
+    "model": {"backbone": "small_cnn", "proj_hidden_dim": 32, "proj_dim": 16},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.3}, "knn": {"every": 1, "k": 10},
+}
+
+
+def _study(tmp_path, **extra):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "out"), "seeds": [0, 1], "baseline": "baseline", "base": BASE,
+        "variants": {"baseline": ["detection.mode=none"],
+                     "oracle-full": ["detection.mode=oracle", "detection.oracle=full"]},
+        "knn_k": [5, 20], "linear": {"epochs": 2}, **extra}))
+    return path
+
+
+@pytest.mark.slow
+def test_study_runs_every_variant_and_seed_then_skips_complete_runs(tmp_path, monkeypatch):
+    spec = StudySpec.load(_study(tmp_path))
+    rows = study_run.run_study(spec)
+    assert sorted((r["variant"], r["seed"]) for r in rows) == [("baseline", 0), ("baseline", 1),
+                                                               ("oracle-full", 0), ("oracle-full", 1)]
+    oracle = next(r for r in rows if r["variant"] == "oracle-full")
+    assert oracle["fn_precision_end"] == pytest.approx(1.0) and oracle["fn_recall_mean"] == pytest.approx(1.0)
+    assert all(0 <= r[k] <= 100 for r in rows for k in ("knn5_top1", "knn20_top1", "linear_top1"))
+    out = tmp_path / "out"
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert len(table) == 4 and {"knn5_top1", "linear_top1", "fn_precision_mean", "epoch_time_s"} <= set(table[0])
+    summary = (out / "summary.md").read_text()
+    assert "| oracle-full | 2 |" in summary and "Δ kNN k=5" in summary
+    assert {p.name for p in out.glob("*.png")} == {"accuracy_vs_precision.png", "noise_map.png", "curves.png"}
+
+    # complete runs are skipped; a run that lost its score is scored again, its training resumed (nothing left)
+    (spec.run_dir("oracle-full", 1) / "study.json").unlink()
+    trained = []
+    original = study_run.pretrain
+    monkeypatch.setattr(study_run, "pretrain", lambda cfg, resume: trained.append(cfg.output_dir) or original(cfg, resume))
+    again = study_run.run_study(spec)
+    assert trained == [str(spec.run_dir("oracle-full", 1))] and len(again) == 4
+    redone = next(r for r in again if (r["variant"], r["seed"]) == ("oracle-full", 1))
+    assert redone["knn20_top1"] == next(r for r in rows if (r["variant"], r["seed"]) == ("oracle-full", 1))["knn20_top1"]
+
+
+def test_study_file_is_validated_and_set_reaches_study_or_base(tmp_path):
+    spec = StudySpec.load(_study(tmp_path), ["output_dir=elsewhere", "seeds=[3, 4, 5]", "train.epochs=2"])
+    assert str(spec.output_dir) == "elsewhere" and spec.seeds == (3, 4, 5)
+    cfg = spec.config("oracle-full", 4)
+    assert cfg.train.epochs == 2 and cfg.seed == 4 and cfg.detection.oracle == "full"
+    assert cfg.output_dir == "elsewhere/runs/oracle-full/seed4"
+    with pytest.raises(ConfigError, match="train.epoch"):
+        StudySpec.load(_study(tmp_path), ["train.epoch=2"])
+    with pytest.raises(ConfigError, match="baseline"):
+        StudySpec.load(_study(tmp_path, baseline="nope"))
+    with pytest.raises(ConfigError, match="unknown"):
+        StudySpec.load(_study(tmp_path, sedes=[1]))
+
+
+def test_paired_differences_and_mean_std():
+    rows = [{"variant": v, "seed": s, "status": "done", "acc": a}
+            for v, s, a in [("b", 0, 80.0), ("b", 1, 81.0), ("x", 0, 82.0), ("x", 1, 82.5), ("x", 2, 90.0)]]
+    assert paired_differences(rows, "x", "b", "acc") == {0: 2.0, 1: 1.5}  # seed 2 has no baseline
+    mean, std = mean_std([2.0, 1.5])
+    assert mean == pytest.approx(1.75) and std == pytest.approx(0.35355, abs=1e-4)
+    assert mean_std([1.0])[0] == 1.0 and mean_std([1.0])[1] != mean_std([1.0])[1]  # NaN std for one value
