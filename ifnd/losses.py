@@ -22,10 +22,14 @@ def masked_info_nce(
 ) -> torch.Tensor:
     """Mean InfoNCE over anchors, with detected false negatives removed or attracted.
 
+    Every mask may carry leading dimensions (e.g. ``[L, B, M]``, one slice per granularity
+    level) that broadcast against ``[B, M]``; the loss is then the mean over all of them, so
+    the levels are averaged in one batched log-sum-exp.
+
     Args:
         logits: ``[B, M]`` similarities / temperature between anchors and candidates.
         positive_mask: ``[B, M]`` bool, the anchor's true positive(s) (at least one a row).
-        false_negative_mask: ``[B, M]`` bool, detected false negatives, or None.
+        false_negative_mask: ``[B, M]`` (or ``[L, B, M]``) bool, detected false negatives, or None.
         exclude_mask: ``[B, M]`` bool, candidates that are never part of the loss
             (the anchor itself in SimCLR's 2N x 2N layout), or None.
         mode: ``elimination`` drops false negatives from the denominator (IFND eq.);
@@ -47,8 +51,8 @@ def masked_info_nce(
             positives = positive_mask | false_negative_mask
     positives = positives & in_loss
     masked = logits.masked_fill(~in_loss, float("-inf"))
-    log_prob = masked - torch.logsumexp(masked, dim=1, keepdim=True)  # [B, M]
-    per_row = -torch.where(positives, log_prob, 0.0).sum(1) / positives.sum(1).clamp(min=1)
+    log_prob = masked - torch.logsumexp(masked, dim=-1, keepdim=True)  # [(L,) B, M]
+    per_row = -torch.where(positives, log_prob, 0.0).sum(-1) / positives.sum(-1).clamp(min=1)
     return per_row.mean()
 
 

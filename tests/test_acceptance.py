@@ -8,6 +8,7 @@ import torch
 from ifnd.falseneg.acceptance import (
     accept_most_confident,
     accepted_share,
+    centroid_confidence,
     margin_confidence,
     softmax_confidence,
 )
@@ -49,14 +50,24 @@ def test_margin_between_two_nearest_centroids() -> None:
     features = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
     centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     # Cosines: [1, 0, -1], [.71, .71, -.71], [0, -1, 0].
+    nearest = torch.tensor([0, 0, 0])
     expected = torch.tensor([1.0, 0.0, 0.0])
-    torch.testing.assert_close(margin_confidence(features, centroids), expected)
-    torch.testing.assert_close(margin_confidence(features, centroids, chunk_elements=1), expected)
+    torch.testing.assert_close(margin_confidence(features, centroids, nearest), expected)
+    torch.testing.assert_close(margin_confidence(features, centroids, nearest, chunk_elements=1), expected)
+
+
+def test_margin_scores_the_assigned_centroid_not_the_nearest() -> None:
+    # nested levels: a sample's coarse cluster is its fine cluster's parent, not always the nearest coarse centroid
+    features = torch.tensor([[2.0, 0.0], [0.0, -1.0]])
+    centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    torch.testing.assert_close(margin_confidence(features, centroids, torch.tensor([1, 2])), torch.tensor([-1.0, 0.0]))
+    torch.testing.assert_close(centroid_confidence(features, centroids, torch.tensor([1, 0])), torch.tensor([0.0, 0.0]))
+    torch.testing.assert_close(centroid_confidence(features, centroids, torch.tensor([0, 2])), torch.tensor([1.0, 0.0]))
 
 
 def test_margin_needs_two_centroids() -> None:
     with pytest.raises(ValueError, match="at least 2"):
-        margin_confidence(torch.eye(2), torch.ones(1, 2))
+        margin_confidence(torch.eye(2), torch.ones(1, 2), torch.tensor([0, 0]))
 
 
 @pytest.mark.parametrize(
@@ -112,6 +123,16 @@ def test_accept_most_confident(share: float, expected: list[int]) -> None:
     labels = accept_most_confident(assignments, confidence, share)
     assert labels.dtype == torch.long
     assert labels.tolist() == expected
+
+
+def test_accept_per_cluster_takes_the_same_share_of_every_cluster() -> None:
+    # cluster 7 is confident everywhere, cluster 2 nowhere: a global ranking would label only cluster 7
+    assignments = torch.tensor([7, 7, 7, 7, 2, 2, 2, 2, -1])
+    confidence = torch.tensor([0.9, 0.8, 0.95, 0.85, 0.1, 0.3, 0.2, 0.05, 0.99])
+    assert accept_most_confident(assignments, confidence, 0.5).tolist() == [7, -1, 7, 7, -1, -1, -1, -1, -1]
+    per = accept_most_confident(assignments, confidence, 0.5, per_cluster=True)
+    assert per.tolist() == [7, -1, 7, -1, -1, 2, 2, -1, -1]  # the two most confident of each; -1 never accepted
+    assert accept_most_confident(assignments, confidence, 1.0, per_cluster=True).tolist() == assignments.tolist()
 
 
 def test_accept_most_confident_rejects_bad_arguments() -> None:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
-from ifnd.pretrain.steps import level_averaged_loss
+from ifnd.pretrain.steps import level_loss
 
 
 def test_simclr_layout_without_masks_equals_lightly_ntxent():
@@ -87,5 +87,7 @@ def test_level_masks_average_the_per_level_losses(mode):
     excl = torch.tensor([[False, False, False, True], [False, False, False, False]])
     per_level = [masked_info_nce(logits, pos, m, excl, mode) for m in levels]
     assert per_level[0] != per_level[1]
-    assert level_averaged_loss(logits, pos, levels, excl, mode).item() == pytest.approx(
+    assert level_loss(logits, pos, levels, excl, mode).item() == pytest.approx(
         (per_level[0] + per_level[1]).item() / 2, abs=1e-6)
+    union = masked_info_nce(logits, pos, levels.any(0), excl, mode)
+    assert level_loss(logits, pos, levels, excl, mode, combine="union").item() == pytest.approx(union.item(), abs=1e-6)

@@ -14,13 +14,15 @@ DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "clust
              "accept_start": 0.5, "accept_end": 1.0}
 
 
-@pytest.mark.parametrize("method,features,loss", [
-    ("simclr", "bank", "elimination"),
-    ("moco", "pass", "attraction"),
-    ("moco", "bank", "elimination"),
+@pytest.mark.parametrize("method,features,loss,options", [
+    ("simclr", "bank", "elimination", {}),
+    ("moco", "pass", "attraction", {}),
+    ("moco", "bank", "elimination", {}),
+    ("simclr", "pass", "elimination", {"embedding": "backbone", "combine": "union", "accept_per": "cluster",
+                                       "confidence": "centroid"}),
 ])
-def test_ifnd_run_detects_and_logs(tiny_cfg, method, features, loss):
-    cfg = tiny_cfg(method=method, detection={**DETECTION, "features": features, "loss": loss},
+def test_ifnd_run_detects_and_logs(tiny_cfg, method, features, loss, options):
+    cfg = tiny_cfg(method=method, detection={**DETECTION, "features": features, "loss": loss, **options},
                    train={"epochs": 3})
     metrics = Engine(cfg, PretrainTask).fit()
     saved = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())

@@ -85,25 +85,56 @@ def softmax_confidence(
 def margin_confidence(
     features: torch.Tensor,
     centroids: torch.Tensor,
+    assignments: torch.Tensor,
     *,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> torch.Tensor:
-    """Cosine similarity to the nearest centroid minus that to the second nearest.
+    """Cosine similarity to the assigned centroid minus that to the nearest other centroid.
+
+    With flat k-means the assigned centroid is the nearest, so this is the first/second
+    margin; with nested (hierarchical) levels a sample's coarse centroid is the parent of its
+    fine cluster, which need not be the nearest coarse centroid, and the margin is then
+    negative where the sample sits closer to another coarse cluster.
 
     Args:
         features: ``[N, D]`` float embeddings (L2-normalised here).
         centroids: ``[K, D]`` float centroids, K >= 2 (L2-normalised here).
+        assignments: ``[N]`` long, assigned centroid of each sample, in ``[0, K)``.
         chunk_elements: memory bound, see :data:`DEFAULT_CHUNK_ELEMENTS`.
 
     Returns:
-        ``[N]`` float32 in ``[0, 2]`` on the device of ``features``.
+        ``[N]`` float32 in ``[-2, 2]`` on the device of ``features``.
     """
     if len(centroids) < 2:
         raise ValueError(f"margin confidence needs at least 2 centroids, got {len(centroids)}")
+    labels = assignments.to(features.device, torch.long).unsqueeze(1)
     confidence = torch.empty(len(features), dtype=torch.float32, device=features.device)
     for rows, sims in _cosine_chunks(features, centroids, chunk_elements):
-        top2 = sims.topk(2, dim=1).values
-        confidence[rows] = top2[:, 0] - top2[:, 1]
+        own = sims.gather(1, labels[rows])
+        others = sims.scatter(1, labels[rows], float("-inf")).amax(dim=1, keepdim=True)
+        confidence[rows] = (own - others).squeeze(1)
+    return confidence
+
+
+def centroid_confidence(
+    features: torch.Tensor,
+    centroids: torch.Tensor,
+    assignments: torch.Tensor,
+    *,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Cosine similarity of each sample to its assigned centroid.
+
+    Args:
+        features: ``[N, D]``; centroids: ``[K, D]``; assignments: ``[N]`` long in ``[0, K)``.
+
+    Returns:
+        ``[N]`` float32 in ``[-1, 1]`` on the device of ``features``.
+    """
+    labels = assignments.to(features.device, torch.long).unsqueeze(1)
+    confidence = torch.empty(len(features), dtype=torch.float32, device=features.device)
+    for rows, sims in _cosine_chunks(features, centroids, chunk_elements):
+        confidence[rows] = sims.gather(1, labels[rows]).squeeze(1)
     return confidence
 
 
@@ -151,15 +182,18 @@ def accepted_share(
 
 
 def accept_most_confident(
-    assignments: torch.Tensor, confidence: torch.Tensor, share: float
+    assignments: torch.Tensor, confidence: torch.Tensor, share: float, per_cluster: bool = False
 ) -> torch.Tensor:
     """Keep the pseudo-labels of the most confident samples.
 
     Args:
-        assignments: ``[N]`` long cluster index of each sample.
+        assignments: ``[N]`` long cluster index of each sample (-1: no assignment, never accepted first).
         confidence: ``[N]`` float confidence of each assignment (higher is surer).
         share: share of samples to accept, in ``[0, 1]``; ``round(share * N)`` samples
-            (Python rounding, half to even) are accepted.
+            (rounding half to even) are accepted.
+        per_cluster: accept ``round(share * n_c)`` samples of every cluster ``c`` (of ``n_c``)
+            instead of one global ranking, so that no cluster (no class) is left unlabelled
+            because its confidences run lower than the others'.
 
     Returns:
         ``[N]`` long on the device of ``assignments``: the assignment for accepted
@@ -174,9 +208,18 @@ def accept_most_confident(
         )
     if torch.isnan(confidence).any():
         raise ValueError("confidence contains NaN; fix the features or centroids first")
-    count = round(share * len(assignments))
     order = torch.sort(confidence.to(assignments.device), descending=True, stable=True).indices
-    accepted = order[:count]
     labels = torch.full_like(assignments, -1)
+    if not per_cluster:
+        accepted = order[:round(share * len(assignments))]
+    else:
+        clusters = assignments[order]
+        by_cluster = torch.sort(clusters, stable=True).indices  # confidence order kept inside each cluster
+        sorted_clusters = clusters[by_cluster]
+        _, counts = torch.unique_consecutive(sorted_clusters, return_counts=True)
+        starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        rank = torch.arange(len(order), device=order.device) - starts
+        quota = torch.repeat_interleave(torch.round(share * counts.double()).long(), counts)
+        accepted = order[by_cluster[(rank < quota) & (sorted_clusters >= 0)]]
     labels[accepted] = assignments[accepted]
     return labels

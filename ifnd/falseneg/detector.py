@@ -30,6 +30,7 @@ from ifnd.config import ConfigError
 from ifnd.runtime.seeding import generator
 from ifnd.falseneg.acceptance import (
     accept_most_confident,
+    centroid_confidence,
     accepted_share,
     margin_confidence,
     softmax_confidence,
@@ -57,6 +58,8 @@ class DetectionSettings:
     kmeans_niter: int = 20
     kmeans_nredo: int = 1
     kmeans_init: str = "random"
+    accept_per: str = "global"
+    embedding: str = "head"
     oracle: str = "scheduled"
     oracle_precision: float = 1.0
     oracle_recall: float = 1.0
@@ -92,6 +95,8 @@ class FalseNegativeDetector:
             raise ConfigError(f"detection.mode={self.mode} needs true labels, and this data set has none")
         levels = 1 if self.uses_true_labels else len(settings.num_clusters)
         too_big = [k for k in settings.num_clusters if k > num_samples]
+        if self.mode == "ifnd" and settings.embedding == "backbone" and settings.features != "pass":
+            raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
         if self.mode == "ifnd" and too_big:
             raise ConfigError(f"detection.num_clusters {too_big} exceed the {num_samples} training samples; lower them")
         self.labels = torch.full((levels, num_samples), -1, dtype=torch.long)
@@ -194,7 +199,7 @@ class FalseNegativeDetector:
                 assignments.append(assign)
                 confidences.append(conf)
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):
-            self.labels[level] = accept_most_confident(assign, conf, self.share)
+            self.labels[level] = accept_most_confident(assign, conf, self.share, self.det.accept_per == "cluster")
             self.confidence[level] = conf
         self.last_round = epoch
         self._device_labels = None
@@ -202,7 +207,9 @@ class FalseNegativeDetector:
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
         if self.det.confidence == "margin":
-            return margin_confidence(x, centroids)
+            return margin_confidence(x, centroids, assignments)
+        if self.det.confidence == "centroid":
+            return centroid_confidence(x, centroids, assignments)
         return softmax_confidence(x, centroids, assignments, self.det.confidence_temperature)
 
     def _round_stats(self, assignments: list[torch.Tensor]) -> dict[str, float]:

@@ -35,6 +35,11 @@ class SimCLRModel(nn.Module):
         """Embeddings without gradient: what clustering sees (SimCLR has no momentum encoder)."""
         return self(x)
 
+    @property
+    def target_backbone(self) -> nn.Module:
+        """The backbone whose features clustering sees with ``detection.embedding=backbone``."""
+        return self.backbone
+
 
 class MoCoModel(nn.Module):
     """Backbone + MoCo v2 MLP head, with a momentum (key) encoder (He et al., 2020; Chen et al., 2020)."""
@@ -61,6 +66,11 @@ class MoCoModel(nn.Module):
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """Keys from the momentum encoder: ``[B, 3, S, S]`` -> ``[B, proj_dim]``."""
         return F.normalize(self.head_momentum(self.backbone_momentum(x)), dim=1)
+
+    @property
+    def target_backbone(self) -> nn.Module:
+        """The momentum backbone, whose features clustering sees with ``detection.embedding=backbone``."""
+        return self.backbone_momentum
 
 
 def build_model(cfg: Any) -> nn.Module:

@@ -30,11 +30,15 @@ class StepOutput:
     fn_mask: torch.Tensor | None  # [A, M] bool, detected at any level (None: no detection yet)
 
 
-def level_averaged_loss(logits, positive, masks: torch.Tensor | None, exclude, mode: str) -> torch.Tensor:
-    """:func:`masked_info_nce` averaged over the granularity levels of ``masks [L, B, M]``."""
-    if masks is None:
-        return masked_info_nce(logits, positive, None, exclude, mode)
-    return torch.stack([masked_info_nce(logits, positive, m, exclude, mode) for m in masks]).mean()
+def level_loss(logits, positive, masks: torch.Tensor | None, exclude, mode: str, combine: str = "average") -> torch.Tensor:
+    """:func:`masked_info_nce` over the granularity levels of ``masks [L, B, M]``.
+
+    ``combine="average"``: the mean of the per-level losses, computed in one batched
+    log-sum-exp; ``"union"``: one loss whose false negatives are the pairs of any level.
+    """
+    if masks is not None and combine == "union":
+        masks = any_level(masks)
+    return masked_info_nce(logits, positive, masks, exclude, mode)
 
 
 def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
@@ -49,7 +53,7 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     rows = dist.local_rows(2, z1.shape[0])  # this rank's anchors among the 2N x world rows
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
     masks = detector.masks(anchor_ids, ids2)
-    loss = level_averaged_loss(logits, positive, masks, exclude, cfg.detection.loss)
+    loss = level_loss(logits, positive, masks, exclude, cfg.detection.loss, cfg.detection.combine)
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, None if masks is None else any_level(masks))
 
 
@@ -79,7 +83,7 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
         if use_fne:
             logits = logits + fne_log_weights(sampler, q.detach(), k, queue_keys, queue_ids, ids,
                                               cfg.negatives.num_samples, generator)
-        losses.append(level_averaged_loss(logits, positive, masks, None, cfg.detection.loss))
+        losses.append(level_loss(logits, positive, masks, None, cfg.detection.loss, cfg.detection.combine))
     queue.enqueue(dist.gather(k1), dist.gather(ids))
     candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
     return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, None if masks is None else any_level(masks))

@@ -170,14 +170,17 @@ class PretrainTask:
         return {f"round/{k}": v for k, v in stats.items()}
 
     def _embed_training_set(self) -> torch.Tensor:
-        """``pass`` features: target-encoder embeddings ``[N, D]`` of centre-cropped training images.
+        """``pass`` features: target-encoder embeddings (or backbone features, ``detection.embedding=backbone``)
+        ``[N, D]`` of centre-cropped training images.
 
         Each rank embeds every world-th sample; the shards are gathered by dataset index.
         """
         shard = list(range(self.ctx.rank, self.num_samples, self.ctx.world))
         loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
                              self.cfg.train.batch_size, self.cfg.data.num_workers, indices=shard)
-        feats, _ = extract_features(_TargetEncoder(self.model), loader, self.device)
+        backbone = self.cfg.detection.embedding == "backbone"
+        encoder = self.model.target_backbone if backbone else _TargetEncoder(self.model)
+        feats, _ = extract_features(encoder, loader, self.device)
         return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), self.num_samples).cpu()
 
     def knn_monitor(self) -> dict[str, float]:
