@@ -106,3 +106,19 @@ def test_batch_larger_than_data_is_refused(tiny_cfg):
 def test_cli_reports_config_errors(tmp_path, capsys):
     assert main(["pretrain", "--set", "train.epoch=1", "--set", f"output_dir={tmp_path}"]) == 2
     assert "did you mean 'train.epochs'" in capsys.readouterr().err.lower()
+
+
+def test_moco_first_step_has_negatives(tiny_cfg, monkeypatch):
+    from ifnd.pretrain import task as task_module
+
+    losses = []
+    original = task_module.moco_step
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        losses.append(out.loss.item())
+        return out
+
+    monkeypatch.setattr(task_module, "moco_step", recording)
+    Engine(tiny_cfg(method="moco", train={"epochs": 1}), PretrainTask).fit()
+    assert losses[0] > 0  # an empty queue would give log(1) = 0

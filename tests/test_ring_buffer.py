@@ -112,3 +112,14 @@ def test_moco_queue_state_round_trip():
 def test_moco_queue_rejects_batches_larger_than_itself():
     with pytest.raises(ValueError, match="queue_size"):
         IdRingBuffer(2, [3]).enqueue(torch.zeros(3, 3), torch.arange(3))
+
+
+def test_moco_queue_starts_full_of_random_unit_keys_that_are_nobodys():
+    from ifnd.models.ring_buffer import RANDOM_ID
+
+    queue = IdRingBuffer(4, [3])
+    queue.fill_random(torch.Generator().manual_seed(0))
+    keys, ids = queue.contents()
+    assert keys.shape == (4, 3) and torch.allclose(keys.norm(dim=1), torch.ones(4)) and (ids == RANDOM_ID).all()
+    queue.enqueue(torch.ones(2, 3), torch.tensor([5, 6]))  # real keys replace the random ones, oldest first
+    assert queue.contents()[1].tolist() == [5, 6, RANDOM_ID, RANDOM_ID]

@@ -18,6 +18,9 @@ from torch import Tensor, nn
 EMPTY_ID = -1
 """Id stored in slots that were never written."""
 
+RANDOM_ID = -2
+"""Id of the random keys a queue starts with (:meth:`IdRingBuffer.fill_random`): no sample's, never a false negative."""
+
 
 class IdRingBuffer(nn.Module):
     """``size`` slots, each holding one row of every field and a sample id.
@@ -57,6 +60,18 @@ class IdRingBuffer(nn.Module):
     def pairs(cls, size: int, dim: int) -> "IdRingBuffer":
         """FNE's image-text memory: image and text embeddings ``[size, dim]`` keyed by image id."""
         return cls(size, [dim, dim], names=("image_feats", "text_feats"))
+
+    @torch.no_grad()
+    def fill_random(self, generator: torch.Generator) -> None:
+        """Fill every slot with random unit rows (id :data:`RANDOM_ID`), as MoCo's reference code starts its queue.
+
+        An empty MoCo queue leaves the first step without negatives (a zero loss); random keys
+        are uninformative negatives that the first batches push out.
+        """
+        for buffer in self.fields():
+            rows = torch.randn(buffer.shape, generator=generator)
+            buffer.copy_(torch.nn.functional.normalize(rows, dim=1))
+        self.ids.fill_(RANDOM_ID)
 
     @property
     def size(self) -> int:

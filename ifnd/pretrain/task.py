@@ -59,7 +59,10 @@ class PretrainTask:
         self.memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
         self.model = build_model(cfg).to(self.device, memory_format=self.memory_format)
         self.ddp = dist.wrap_ddp(self.model, self.device, cfg.model.sync_bn)
-        self.queue = IdRingBuffer.from_config(cfg).to(self.device) if cfg.method == "moco" else None
+        self.queue = IdRingBuffer.from_config(cfg) if cfg.method == "moco" else None
+        if self.queue is not None:  # random unit keys, so that the first steps have negatives
+            self.queue.fill_random(generator(cfg.seed, "queue"))
+            self.queue.to(self.device)
         global_batch = cfg.train.batch_size * ctx.world
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
