@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from ifnd.falseneg.diagnostics import (
     PairCounts,
-    batch_pair_counts,
     nmi,
     purity,
     table_pair_counts,
+    tally_pairs,
 )
 
 
@@ -25,20 +27,25 @@ def test_empty_pair_counts_have_zero_ratios() -> None:
     assert PairCounts(0, 0, 0).recall == 0.0
 
 
-def test_batch_pair_counts_skip_self_pairs_and_empty_slots() -> None:
+def test_tally_skips_self_pairs_and_empty_slots_per_view_and_class() -> None:
     anchor_ids = torch.tensor([0, 1])
     candidate_ids = torch.tensor([1, 0, -1, 5])
-    anchor_classes = torch.tensor([7, 8])
-    candidate_classes = torch.tensor([8, 7, 7, 7])
-    fn_mask = torch.tensor([
+    anchor_classes = torch.tensor([7, 8]) - 6  # classes 1, 2 of 3
+    candidate_classes = torch.tensor([8, 7, 7, 7]) - 6
+    union = torch.tensor([
         [True, True, True, True],  # self pair (id 0) and empty slot are not counted
         [False, False, True, True],
     ])
-    counts = batch_pair_counts(
-        fn_mask, anchor_ids, candidate_ids, anchor_classes, candidate_classes
-    )
-    # Counted pairs: (0,1) (0,5) (1,0) (1,5); only (0,5) shares a class (7).
-    assert counts == PairCounts(detected=3, true_positive=1, actual=1)
+    level0 = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    tally = tally_pairs(torch.stack([level0, union]), anchor_ids, candidate_ids, anchor_classes, candidate_classes, 3)
+    # Counted pairs: (0,1) (0,5) (1,0) (1,5); only (0,5) shares a class (1). Union detects (0,1) (0,5) (1,5).
+    assert int(tally.detected[1].sum()) == 3 and tally.precision() == pytest.approx(1 / 3) and tally.recall() == 1.0
+    assert tally.precision(0) == 1.0 and tally.recall(0) == 1.0  # level 0 finds just (0, 5)
+    assert tally.detected[1].tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 0]]  # (anchor class, candidate class)
+    per_class = tally.per_class()
+    assert per_class["precision"][1:] == pytest.approx([0.5, 0.0]) and per_class["recall"][1] == 1.0
+    assert math.isnan(per_class["recall"][2]) and per_class["labelled"] == pytest.approx([0, 2 / 3, 1 / 3])
+    assert (tally + tally).detected.sum() == 2 * tally.detected.sum()
 
 
 def test_table_pair_counts_by_hand() -> None:

@@ -33,6 +33,13 @@ def test_ifnd_run_detects_and_logs(tiny_cfg, method, features, loss, options):
     assert rounds[0]["round/accepted_share"] == pytest.approx(0.5)
     assert "round/level1/nmi" in rounds[0]
     assert "fn_precision" not in metrics["history"][0]  # warm-up epoch: no detection
+    detecting = metrics["history"][1:]
+    assert all(0 <= h["fn_level0_precision"] <= 1 and 0 <= h["fn_level1_recall"] <= 1 for h in detecting)
+    assert all(h["fn_recall"] >= max(h["fn_level0_recall"], h["fn_level1_recall"]) - 1e-9 for h in detecting)  # union
+    assert saved["fn_precision_mean"] == pytest.approx(sum(h["fn_precision"] for h in detecting) / 2)
+    confusion = torch.tensor(saved["fn_confusion"])  # the last epoch's detected pairs by (anchor, candidate) class
+    assert confusion.shape == (10, 10) and float(confusion.trace() / confusion.sum()) == pytest.approx(saved["fn_precision"])
+    assert len(saved["fn_per_class"]["recall"]) == 10
 
 
 def test_oracle_detection_is_exact(tiny_cfg):

@@ -48,38 +48,80 @@ class PairCounts:
         return self.true_positive / self.actual if self.actual else 0.0
 
 
-def batch_pair_counts(
-    fn_mask: torch.Tensor,
+@dataclass(frozen=True)
+class DetectionTally:
+    """Detected candidate pairs by (anchor class, candidate class), for several views of the detection.
+
+    A view is one granularity level, or the union of the levels (what the loss removes at any
+    level). Add two tallies to accumulate over batches (and over ranks, summed).
+
+    Attributes:
+        detected: ``[V, C, C]`` long, detected pairs per view by (anchor class, candidate class).
+        actual: ``[C]`` long, real false negatives (same-class pairs) per anchor class.
+    """
+
+    detected: torch.Tensor
+    actual: torch.Tensor
+
+    def __add__(self, other: DetectionTally) -> DetectionTally:
+        return DetectionTally(self.detected + other.detected, self.actual + other.actual)
+
+    def precision(self, view: int = -1) -> float:
+        """Share of a view's detected pairs that are real false negatives (0.0 when none is detected)."""
+        detected = self.detected[view]
+        return float(detected.trace() / detected.sum()) if int(detected.sum()) else 0.0
+
+    def recall(self, view: int = -1) -> float:
+        """Share of real false negatives that a view detects (0.0 when there are none)."""
+        return float(self.detected[view].trace() / self.actual.sum()) if int(self.actual.sum()) else 0.0
+
+    def per_class(self, view: int = -1) -> dict[str, list[float]]:
+        """Per anchor class: ``precision``, ``recall`` and ``labelled`` (share of its detections in all pairs
+        detected, i.e. which classes get labels); NaN where a class has no detection or no real pair."""
+        detected = self.detected[view].double()
+        hits = detected.diagonal()
+        flagged = detected.sum(1)
+        nan = torch.full_like(hits, float("nan"))
+        total = max(float(flagged.sum()), 1.0)
+        return {
+            "precision": torch.where(flagged > 0, hits / flagged.clamp(min=1), nan).tolist(),
+            "recall": torch.where(self.actual > 0, hits / self.actual.double().clamp(min=1), nan).tolist(),
+            "labelled": (flagged / total).tolist(),
+        }
+
+
+def tally_pairs(
+    masks: torch.Tensor,
     anchor_ids: torch.Tensor,
     candidate_ids: torch.Tensor,
     anchor_classes: torch.Tensor,
     candidate_classes: torch.Tensor,
-) -> PairCounts:
-    """Counts over the anchor-candidate pairs of one batch.
+    num_classes: int,
+) -> DetectionTally:
+    """The :class:`DetectionTally` of one batch.
 
     Args:
-        fn_mask: ``[B, M]`` bool, detected false negatives.
+        masks: ``[V, B, M]`` bool, detected false negatives of each view.
         anchor_ids: ``[B]`` long dataset index of each anchor.
-        candidate_ids: ``[M]`` long dataset index of each candidate, -1 for an empty slot.
+        candidate_ids: ``[M]`` long dataset index of each candidate, negative for a slot that
+            holds no sample (empty, or a random key).
         anchor_classes: ``[B]`` long true class of each anchor.
-        candidate_classes: ``[M]`` long true class of each candidate (any value in empty
-            slots).
+        candidate_classes: ``[M]`` long true class of each candidate (any value in those slots).
+        num_classes: ``C``.
 
-    Returns:
-        The counts; pairs of a sample with itself and pairs with empty slots are ignored.
+    Pairs of a sample with itself and pairs with slots that hold no sample are not counted.
     """
-    device = fn_mask.device
+    device = masks.device
     candidates = candidate_ids.to(device)
-    counted = (candidates >= 0).unsqueeze(0) & (
-        anchor_ids.to(device).unsqueeze(1) != candidates.unsqueeze(0)
-    )
-    same_class = anchor_classes.to(device).unsqueeze(1) == candidate_classes.to(device).unsqueeze(0)
-    detected = fn_mask & counted
-    return PairCounts(
-        detected=int(detected.sum()),
-        true_positive=int((detected & same_class).sum()),
-        actual=int((counted & same_class).sum()),
-    )
+    counted = (candidates >= 0).unsqueeze(0) & (anchor_ids.to(device).unsqueeze(1) != candidates.unsqueeze(0))
+    a = anchor_classes.to(device).unsqueeze(1).expand_as(counted)
+    c = candidate_classes.to(device).unsqueeze(0).expand_as(counted)
+    pair_class = (a * num_classes + c)  # [B, M]
+    detected = torch.stack([
+        torch.bincount(pair_class[m & counted], minlength=num_classes * num_classes) for m in masks
+    ]).view(len(masks), num_classes, num_classes)
+    actual = torch.bincount(a[counted & (a == c)], minlength=num_classes)
+    return DetectionTally(detected.cpu(), actual.cpu())
 
 
 def _as_numpy(values: ArrayLike) -> np.ndarray:

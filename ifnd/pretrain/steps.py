@@ -1,7 +1,7 @@
 """One training step's loss for SimCLR and MoCo v2, with false-negative masks.
 
 Each step returns a :class:`StepOutput`: the loss, the embeddings to store for the
-``bank`` features, and the (anchor ids, candidate ids, any-level mask) that the
+``bank`` features, and the (anchor ids, candidate ids, per-level masks) that the
 diagnostics compare with the true classes.
 """
 
@@ -27,7 +27,7 @@ class StepOutput:
     embeddings: torch.Tensor      # [B, D] detached target embeddings of view 1 (for the bank)
     anchor_ids: torch.Tensor      # [A] dataset ids of the loss anchors
     candidate_ids: torch.Tensor   # [M] dataset ids of the candidates
-    fn_mask: torch.Tensor | None  # [A, M] bool, detected at any level (None: no detection yet)
+    fn_masks: torch.Tensor | None  # [L, A, M] bool, detected per level (None: no detection yet)
 
 
 def level_loss(logits, positive, masks: torch.Tensor | None, exclude, mode: str, combine: str = "average") -> torch.Tensor:
@@ -54,7 +54,7 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
     masks = detector.masks(anchor_ids, ids2)
     loss = level_loss(logits, positive, masks, exclude, cfg.detection.loss, cfg.detection.combine)
-    return StepOutput(loss, z1.detach(), anchor_ids, ids2, None if masks is None else any_level(masks))
+    return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
 
 
 def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids,
@@ -86,7 +86,7 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
         losses.append(level_loss(logits, positive, masks, None, cfg.detection.loss, cfg.detection.combine))
     queue.enqueue(dist.gather(k1), dist.gather(ids))
     candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
-    return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, None if masks is None else any_level(masks))
+    return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, masks)
 
 
 @torch.no_grad()

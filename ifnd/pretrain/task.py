@@ -22,7 +22,7 @@ from ifnd.data.build import build_sources, eval_loader, source_labels, train_loa
 from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
-from ifnd.falseneg.diagnostics import PairCounts, batch_pair_counts
+from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
 from ifnd.metrics.knn import extract_features, knn_accuracy
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
@@ -73,7 +73,9 @@ class PretrainTask:
         self.fne = FNESampler.from_config(cfg)
         if self.fne is not None:
             self.fne.to(self.device)
-        self.counts = PairCounts(0, 0, 0)
+        self.num_classes = int(self.true_labels.max()) + 1
+        self.tally = self._empty_tally()  # this epoch's detected pairs by class, per level and for their union
+        self.last_tally: DetectionTally | None = None  # the last epoch that detected
         self.out: StepOutput | None = None
         self.ids: torch.Tensor | None = None  # [B] dataset ids of the last step's batch
 
@@ -92,7 +94,7 @@ class PretrainTask:
             record.update(self.clustering_round(epoch))
         if self.fne is not None and step == 0:
             self.fne.start_epoch(epoch)
-        self.counts = PairCounts(0, 0, 0)
+        self.tally = self._empty_tally()
         return record
 
     def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor:
@@ -114,26 +116,38 @@ class PretrainTask:
         out = self.out
         if self.detector.needs_bank():
             self.detector.observe(dist.gather(self.ids), dist.gather(out.embeddings))
-        if out.fn_mask is not None:
+        if out.fn_masks is not None:  # the levels, then their union (what the loss removes at any level)
             labels = self.device_labels
-            self.counts += batch_pair_counts(out.fn_mask, out.anchor_ids, out.candidate_ids,
-                                             labels[out.anchor_ids], labels[out.candidate_ids.clamp(min=0)])
+            views = torch.cat([out.fn_masks, out.fn_masks.any(0, keepdim=True)])
+            self.tally += tally_pairs(views, out.anchor_ids, out.candidate_ids, labels[out.anchor_ids],
+                                      labels[out.candidate_ids.clamp(min=0)], self.num_classes)
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
-        counts = PairCounts(*dist.sum_ints([self.counts.detected, self.counts.true_positive, self.counts.actual]))
-        if self.detector.active and counts.actual:
-            record.update(fn_precision=counts.precision, fn_recall=counts.recall)
+        tally = DetectionTally(dist.sum_tensor(self.tally.detected), dist.sum_tensor(self.tally.actual))
+        if self.detector.active and int(tally.actual.sum()):
+            record.update(fn_precision=tally.precision(), fn_recall=tally.recall())
+            for level in range(len(tally.detected) - 1):
+                record.update({f"fn_level{level}_precision": tally.precision(level),
+                               f"fn_level{level}_recall": tally.recall(level)})
+            self.last_tally = tally
         knn = self.cfg.knn
         if knn.every and epochs_done % knn.every == 0 or epochs_done == self.cfg.train.epochs:
             record.update(self.knn_monitor())
         return record
 
+    def _empty_tally(self) -> DetectionTally:
+        views = self.detector.labels.shape[0] + 1
+        return DetectionTally(torch.zeros(views, self.num_classes, self.num_classes, dtype=torch.long),
+                              torch.zeros(self.num_classes, dtype=torch.long))
+
     def state_dict(self) -> dict[str, Any]:
+        last = self.last_tally
         return {
             "queue": self.queue.state_dict() if self.queue is not None else None,
             "detector": self.detector.state_dict(),
             "fne": self.fne.state_dict() if self.fne is not None else None,
+            "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -142,10 +156,14 @@ class PretrainTask:
         self.detector.load_state_dict(state["detector"])
         if self.fne is not None:
             self.fne.load_state_dict(state["fne"])
+        if state.get("detection_tally") is not None:
+            self.last_tally = DetectionTally(**state["detection_tally"])
 
     def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         last_knn = next((h for h in reversed(history) if "knn_top1" in h), {})
         last_fn = next((h for h in reversed(history) if "fn_precision" in h), {})
+        detecting = [h for h in history if "fn_precision" in h]
+        per_class = self.last_tally.per_class() if self.last_tally is not None else None
         return {
             "method": self.cfg.method,
             "detection": self.cfg.detection.mode,
@@ -153,6 +171,12 @@ class PretrainTask:
             "knn_top5": last_knn.get("knn_top5", math.nan),
             "fn_precision": last_fn.get("fn_precision", math.nan),
             "fn_recall": last_fn.get("fn_recall", math.nan),
+            "fn_precision_mean": sum(h["fn_precision"] for h in detecting) / len(detecting) if detecting else math.nan,
+            "fn_recall_mean": sum(h["fn_recall"] for h in detecting) / len(detecting) if detecting else math.nan,
+            # the last detecting epoch, union of the levels: per true class, and detected pairs by
+            # (anchor class, candidate class): which classes get labels, which are confused
+            "fn_per_class": per_class,
+            "fn_confusion": None if self.last_tally is None else self.last_tally.detected[-1].tolist(),
             "accepted_share": self.detector.share,
         }
 

@@ -131,6 +131,15 @@ def sum_ints(values: list[int]) -> list[int]:
     return t.tolist()
 
 
+def sum_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of a (CPU or device) tensor over ranks; ``x`` itself in one process."""
+    if world_size() == 1:
+        return x
+    x = x.clone()
+    tdist.all_reduce(x)
+    return x
+
+
 def local_rows(num_blocks: int, batch: int) -> torch.Tensor:
     """Rows of this rank in a layout of ``num_blocks`` gathered blocks of ``world * batch`` rows."""
     world, r = world_size(), rank()

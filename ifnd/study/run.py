@@ -31,23 +31,6 @@ from ifnd.study.summary import write_summary
 log = logging.getLogger(__name__)
 
 
-def detection_figures(history: list[dict[str, Any]]) -> dict[str, float]:
-    """Pair precision/recall of the detected false negatives, averaged over the epochs that detected and at the last.
-
-    Args:
-        history: the per-epoch records of ``metrics.json``.
-    """
-    epochs = [h for h in history if "fn_precision" in h]
-    if not epochs:
-        return {key: math.nan for key in ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_recall_end")}
-    return {
-        "fn_precision_mean": sum(h["fn_precision"] for h in epochs) / len(epochs),
-        "fn_recall_mean": sum(h["fn_recall"] for h in epochs) / len(epochs),
-        "fn_precision_end": epochs[-1]["fn_precision"],
-        "fn_recall_end": epochs[-1]["fn_recall"],
-    }
-
-
 def timing_figures(history: list[dict[str, Any]]) -> dict[str, float]:
     """Mean epoch time (training steps only) and mean clustering-round time (NaN without rounds)."""
     rounds = [h["round/round_time_s"] for h in history if "round/round_time_s" in h]
@@ -87,7 +70,9 @@ def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
         log.warning("%s seed %d diverged: %s", variant, seed, err)
         row.update(status="diverged")
     else:
-        row.update(status="done", train_time_s=metrics["train_time_s"], **detection_figures(metrics["history"]),
+        row.update(status="done", train_time_s=metrics["train_time_s"],
+                   fn_precision_mean=metrics["fn_precision_mean"], fn_recall_mean=metrics["fn_recall_mean"],
+                   fn_precision_end=metrics["fn_precision"], fn_recall_end=metrics["fn_recall"],
                    **timing_figures(metrics["history"]), **score_encoder(spec, run_dir))
     (run_dir / "study.json").write_text(json.dumps(row, indent=2))
     return row
@@ -101,9 +86,9 @@ def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, A
     """
     todo = [(v, s) for v, s in spec.runs() if (only is None or v in only)
             and not (spec.run_dir(v, s) / "study.json").is_file()]
-    total = len(spec.runs())
-    print(f"study {spec.path}: {total - len(todo)} of {total} runs complete, {len(todo)} to run -> {spec.output_dir}",
-          flush=True)
+    complete = sum((spec.run_dir(v, s) / "study.json").is_file() for v, s in spec.runs())
+    print(f"study {spec.path}: {complete} of {len(spec.runs())} runs complete, {len(todo)} to run now "
+          f"-> {spec.output_dir}", flush=True)
     durations: list[float] = []
     for done, (variant, seed) in enumerate(todo):
         eta = f", about {sum(durations) / len(durations) * (len(todo) - done) / 60:.0f} min left" if durations else ""
