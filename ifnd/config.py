@@ -105,10 +105,12 @@ NEGATIVES_KEYS: dict[str, Option] = {
     "negatives.min_positives": Option(200, "fne: reliable positive pairs seen in the current epoch before the statistics are used."),
 }
 DETECTION_KEYS: dict[str, Option] = {
-    "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "oracle", "noisy_oracle")),
+    "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; threshold: a learned similarity threshold per anchor (no clustering); oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "threshold", "oracle", "noisy_oracle")),
     "detection.oracle": Option("scheduled", "oracle and noisy_oracle: full: every true label from the first step (share 1.0, no warm-up; the upper bound of removal); scheduled: IFND's warm-up and accepted-share schedule, over a random subset drawn with the seed (perfect precision at IFND's schedule).", ("full", "scheduled")),
     "detection.oracle_precision": Option(1.0, "noisy_oracle: expected pair precision of the detected false negatives; false detections are pairs of confusable (partner) classes."),
     "detection.oracle_recall": Option(1.0, "noisy_oracle: expected pair recall (share of same-class pairs detected)."),
+    "detection.threshold_quantile": Option(0.05, "threshold: share of each anchor's candidates its threshold aims to flag (its threshold tracks their 1 - q quantile)."),
+    "detection.threshold_lr": Option(0.01, "threshold: step size of the per-anchor threshold updates (one per step an anchor is in the batch)."),
     "detection.loss": Option("elimination", "Detected false negatives leave the denominator, or become positives.", ("elimination", "attraction")),
     "detection.features": Option("bank", "Cluster the embeddings stored during the last epoch (bank) or an extra centre-crop pass (pass).", ("bank", "pass")),
     "detection.num_clusters": Option([30, 60], "k of each granularity level.", item_type=int),

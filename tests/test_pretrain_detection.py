@@ -111,3 +111,20 @@ def test_fne_weights_remove_known_positives_and_keep_scale():
     kept = torch.isfinite(log_w[:, 1:])
     mean_w = torch.where(kept, log_w[:, 1:].exp(), 0.0).sum(1) / kept.sum(1)
     assert torch.allclose(mean_w, torch.ones(3))
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_threshold_detector_trains_detects_and_resumes_exactly(tiny_cfg, tmp_path, method):
+    detection = {"mode": "threshold", "warmup_epochs": 1, "threshold_quantile": 0.1, "threshold_lr": 0.05}
+    ref = tiny_cfg(method=method, detection=detection, output_dir=str(tmp_path / "ref"))
+    metrics = Engine(ref, PretrainTask).fit()
+    assert "fn_precision" not in metrics["history"][0] and 0 < metrics["history"][1]["fn_recall"] <= 1
+    cfg = tiny_cfg(method=method, detection=detection, output_dir=str(tmp_path / "cut"))
+    with pytest.raises(Interrupted):
+        Engine(cfg, PretrainTask, stop_at=(1, 2)).fit()
+    Engine(cfg, PretrainTask, resume="auto").fit()
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("ref", "cut"))
+    assert torch.equal(a["detector"]["thresholds"]["values"], b["detector"]["thresholds"]["values"])
+    assert not a["detector"]["thresholds"]["values"].isnan().any()  # every sample has been an anchor
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-6), key

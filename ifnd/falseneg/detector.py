@@ -15,6 +15,8 @@ Modes (``detection.mode``):
   from the first step (the upper bound of false-negative removal); ``scheduled``: accepted
   by IFND's schedule over a random subset drawn with the run's seed (perfect precision at
   IFND's schedule).
+* ``threshold`` — no table: a learned similarity threshold per anchor
+  (:class:`~ifnd.falseneg.threshold.AnchorThresholds`), active after the warm-up.
 * ``noisy_oracle`` — the oracle's pairs degraded to a chosen pair precision and recall
   (:func:`~ifnd.falseneg.masks.noisy_oracle_mask`): where detection must be to gain anything.
 """
@@ -37,6 +39,7 @@ from ifnd.falseneg.acceptance import (
 )
 from ifnd.falseneg.clustering import multi_level_kmeans
 from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
+from ifnd.falseneg.threshold import AnchorThresholds
 from ifnd.falseneg.masks import false_negative_mask, noisy_oracle_mask, partner_classes
 
 
@@ -59,6 +62,8 @@ class DetectionSettings:
     kmeans_nredo: int = 1
     kmeans_init: str = "random"
     accept_per: str = "global"
+    threshold_quantile: float = 0.05
+    threshold_lr: float = 0.01
     embedding: str = "head"
     oracle: str = "scheduled"
     oracle_precision: float = 1.0
@@ -93,7 +98,7 @@ class FalseNegativeDetector:
         self.true_labels = true_labels
         if self.uses_true_labels and true_labels is None:
             raise ConfigError(f"detection.mode={self.mode} needs true labels, and this data set has none")
-        levels = 1 if self.uses_true_labels else len(settings.num_clusters)
+        levels = len(settings.num_clusters) if self.mode == "ifnd" else 1
         too_big = [k for k in settings.num_clusters if k > num_samples]
         if self.mode == "ifnd" and settings.embedding == "backbone" and settings.features != "pass":
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
@@ -107,6 +112,9 @@ class FalseNegativeDetector:
         self.last_round = -1
         self.share = 0.0
         self._device_labels: torch.Tensor | None = None  # the table on the training device, once per round
+        self.epoch = 0
+        self.thresholds = AnchorThresholds(num_samples, settings.threshold_quantile, settings.threshold_lr) \
+            if self.mode == "threshold" else None
         self.partners, self.false_rate = torch.zeros(0, 0, dtype=torch.bool), 0.0
         if self.mode == "noisy_oracle":
             try:
@@ -137,13 +145,26 @@ class FalseNegativeDetector:
 
     @property
     def active(self) -> bool:
-        """True once a round has produced a table the loss should use."""
+        """True once a round has produced a table the loss should use (threshold: once the warm-up is over)."""
+        if self.thresholds is not None:
+            return self.epoch >= self.det.warmup_epochs
         return self.enabled and self.last_round >= 0
+
+    @property
+    def needs_similarities(self) -> bool:
+        """Whether :meth:`masks` needs the anchor-candidate similarities (the threshold detector)."""
+        return self.thresholds is not None
+
+    def start_epoch(self, epoch: int) -> None:
+        """The training epoch that begins (the threshold detector's warm-up depends on it)."""
+        self.epoch = epoch
 
     def wants_round(self, epoch: int) -> bool:
         """Whether a clustering round belongs before training epoch ``epoch`` (0-based)."""
         if self.full_oracle:
             return self.last_round < 0
+        if self.thresholds is not None:
+            return False
         since = epoch - self.det.warmup_epochs
         return self.enabled and since >= 0 and since % self.det.cluster_every == 0 and epoch > self.last_round
 
@@ -225,8 +246,17 @@ class FalseNegativeDetector:
             stats[f"level{level}/pair_recall"] = counts.recall
         return stats
 
-    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor | None:
-        """False-negative masks ``[L, B, M]`` bool, or None before the first round / in mode none."""
+    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor,
+              sims: torch.Tensor | None = None) -> torch.Tensor | None:
+        """False-negative masks ``[L, B, M]`` bool, or None before the first round / in mode none.
+
+        ``sims [B, M]``: the anchors' cosine similarities to the candidates, which the threshold
+        detector needs (and learns its thresholds from, at every call).
+        """
+        if self.thresholds is not None:
+            if sims is None:
+                raise ValueError("detection.mode=threshold needs the anchor-candidate similarities")
+            return self.thresholds.masks(anchor_ids, candidate_ids, sims, self.active)
         if not self.active:
             return None
         if self._device_labels is None or self._device_labels.device != anchor_ids.device:
@@ -260,7 +290,8 @@ class FalseNegativeDetector:
         self.share = float(state["share"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.table_state(), "bank": self.bank, "bank_filled": self.bank_filled}
+        thresholds = self.thresholds.state_dict() if self.thresholds is not None else None
+        return {**self.table_state(), "bank": self.bank, "bank_filled": self.bank_filled, "thresholds": thresholds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.load_table(state)
@@ -268,3 +299,5 @@ class FalseNegativeDetector:
             raise ValueError(f"detector bank has shape {tuple(state['bank'].shape)}, expected {tuple(self.bank.shape)}")
         self.bank.copy_(state["bank"])
         self.bank_filled.copy_(state["bank_filled"])
+        if self.thresholds is not None:
+            self.thresholds.load_state_dict(state["thresholds"])

@@ -52,7 +52,8 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     logits, positive, exclude, ids2 = simclr_layout(all_z1, all_z2, all_ids, cfg.simclr.temperature)
     rows = dist.local_rows(2, z1.shape[0])  # this rank's anchors among the 2N x world rows
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
-    masks = detector.masks(anchor_ids, ids2)
+    sims = logits.detach() * cfg.simclr.temperature if detector.needs_similarities else None
+    masks = detector.masks(anchor_ids, ids2, sims)
     loss = level_loss(logits, positive, masks, exclude, cfg.detection.loss, cfg.detection.combine)
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
 
@@ -71,7 +72,7 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
     q1, q2 = forward(torch.cat([x1, x2])).chunk(2)
     k1, k2 = model.target(x1), model.target(x2)
     queue_keys, queue_ids = (t.clone() for t in queue.contents())  # the enqueue below overwrites in place
-    masks = detector.masks(ids, queue_ids)
+    masks = detector.masks(ids, queue_ids, q1.detach() @ queue_keys.T if detector.needs_similarities else None)
     if masks is not None:  # column 0 (the own key) is the positive, never a false negative
         masks = torch.cat([torch.zeros_like(masks[:, :, :1]), masks], dim=2)
     if sampler is not None:  # statistics of the global batch: the same on every rank

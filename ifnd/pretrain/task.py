@@ -90,6 +90,7 @@ class PretrainTask:
 
     def start_epoch(self, epoch: int, step: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
+        self.detector.start_epoch(epoch)
         if step == 0 and self.detector.wants_round(epoch):
             record.update(self.clustering_round(epoch))
         if self.fne is not None and step == 0:
