@@ -98,7 +98,7 @@ class FalseNegativeDetector:
         self.true_labels = true_labels
         if self.uses_true_labels and true_labels is None:
             raise ConfigError(f"detection.mode={self.mode} needs true labels, and this data set has none")
-        levels = len(settings.num_clusters) if self.mode == "ifnd" else 1
+        levels = 1 if self.uses_true_labels or self.mode == "threshold" else len(settings.num_clusters)
         too_big = [k for k in settings.num_clusters if k > num_samples]
         if self.mode == "ifnd" and settings.embedding == "backbone" and settings.features != "pass":
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
