@@ -192,12 +192,13 @@ class Config:
         return f"Config({self._data!r})"
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{dotted key: value}``."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -255,7 +256,7 @@ def resolve(
 ) -> Config:
     """Merge nested ``values`` and ``key=value`` overrides over the schema's defaults and validate."""
     flat = {key: option.default for key, option in schema.items()}
-    sources = [(k, v, where) for k, v in _flatten(values).items()]
+    sources = [(k, v, where) for k, v in flatten(values).items()]
     sources += [(*parse_override(o), "--set") for o in overrides]
     for key, value, source in sources:
         if key not in schema:
@@ -360,7 +361,7 @@ class Experiment:
 
     def base_overrides(self) -> list[str]:
         """``base`` as ``key=value`` words, for a ``python -m ifnd ... --set`` command line."""
-        return [format_override(key, value) for key, value in _flatten(self.base).items()]
+        return [format_override(key, value) for key, value in flatten(self.base).items()]
 
 
 def load_experiment(

@@ -78,3 +78,19 @@ def test_paired_differences_and_mean_std():
     mean, std = mean_std([2.0, 1.5])
     assert mean == pytest.approx(1.75) and std == pytest.approx(0.35355, abs=1e-4)
     assert mean_std([1.0])[0] == 1.0 and mean_std([1.0])[1] != mean_std([1.0])[1]  # NaN std for one value
+
+
+def test_a_run_directory_of_another_config_is_refused(tmp_path):
+    spec = StudySpec.load(_study(tmp_path))
+    run_dir = spec.run_dir("baseline", 0)
+    run_dir.mkdir(parents=True)
+    other = spec.config("baseline", 0).to_dict()
+    other["train"]["lr"] = 0.1
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(ConfigError, match="train.lr: 0.1 vs 0.3"):
+        study_run.run_study(spec)
+    del other["train"]["lr"]  # a key the run's schema did not have yet: not a difference
+    other["train"]["lr"] = 0.3
+    other.pop("detection")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
+    study_run.check_same_config(spec, "baseline", 0)

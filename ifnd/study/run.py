@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ifnd.config import format_override
+import yaml
+
+from ifnd.config import ConfigError, flatten, format_override
 from ifnd.data.build import build_sources
 from ifnd.eval.checkpoints import build_encoder, read_encoder_weights
 from ifnd.eval.linear import encode, linear_probe
@@ -78,12 +80,28 @@ def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
     return row
 
 
+def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
+    """Refuse a run directory that holds a run of another config (an edited study file, or two study
+    files sharing an ``output_dir`` with different settings): its results would be mislabelled."""
+    path = spec.run_dir(variant, seed) / "config.yaml"
+    if not path.is_file():
+        return
+    saved, wanted = flatten(yaml.safe_load(path.read_text())), flatten(spec.config(variant, seed).to_dict())
+    differ = sorted(key for key in saved.keys() & wanted.keys() if saved[key] != wanted[key])  # keys added since: defaults
+    if differ:
+        raise ConfigError(f"{path} was written with another config than the study's {variant!r} seed {seed} "
+                          f"({', '.join(f'{k}: {saved[k]!r} vs {wanted[k]!r}' for k in differ[:3])}); restore the "
+                          f"study file's settings or use a fresh --set output_dir=DIR")
+
+
 def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Run every missing (variant, seed) of ``spec`` (or of the ``only`` variants), then write the summary.
 
     Prints which run is next, how many are left and an estimate of the time left (from the
     runs done in this call).
     """
+    for variant, seed in spec.runs():
+        check_same_config(spec, variant, seed)
     todo = [(v, s) for v, s in spec.runs() if (only is None or v in only)
             and not (spec.run_dir(v, s) / "study.json").is_file()]
     complete = sum((spec.run_dir(v, s) / "study.json").is_file() for v, s in spec.runs())
