@@ -182,14 +182,17 @@ def test_false_negative_probability_is_finite_where_densities_underflow():
 # --- weights --------------------------------------------------------------------------
 
 
-def test_weights_before_ready_are_kernel_and_positive_mask_only():
+def test_weights_before_ready_are_kernel_positive_mask_and_cut_down_at_mean_zero():
     stats = SimilarityStats(min_positives=10)
-    sims = torch.tensor([[0.9, 0.5, 0.1]], dtype=F64)
-    mask = torch.tensor([[True, False, False]])
+    sims = torch.tensor([[0.9, 0.5, 0.1, -0.3]], dtype=F64)
+    mask = torch.tensor([[True, False, False, False]])
     weights, p_fn = sampling_weights(sims, torch.tensor([0.9], dtype=F64), mask, stats)
-    # kernel exp(-(s - 0.9)^2 / (2 * 0.5)); no cut-down although 0.1 is far below any mean
-    assert_close(weights, torch.tensor([[0.0, math.exp(-0.16), math.exp(-0.64)]], dtype=F64))
+    # the original's kernel exp(-0.5 (s - 0.9)^2): exp(-0.08), exp(-0.32); before any positive the running
+    # mean is 0, so the cut-down (as in the original) already zeroes s <= 0 - 0.2
+    assert_close(weights, torch.tensor([[0.0, math.exp(-0.08), math.exp(-0.32), 0.0]], dtype=F64))
     assert bool((p_fn == 0).all())
+    weights, _ = sampling_weights(sims, torch.tensor([0.9], dtype=F64), mask, stats, cut_down=False)
+    assert weights[0, 3] == pytest.approx(math.exp(-0.5 * 1.44))
 
 
 def test_cut_down_zeroes_easy_negatives():
@@ -211,10 +214,10 @@ def test_likely_false_negatives_are_down_weighted():
     pos_sims = torch.tensor([0.9], dtype=F64)
     mask = torch.tensor([[True, False, False]])
     weights, p_fn = sampling_weights(sims, pos_sims, mask, stats, cut_down=False)
-    kernel = torch.exp(-(sims - 0.9).square())
-    # s = 0.8 sits at the positive mean: P_fn ~ 0.45 > 1e-3, weight exp(-P_fn) < its kernel 0.99
+    kernel = torch.exp(-0.5 * (sims - 0.9).square())  # the original's tau = 0.5
+    # s = 0.8 sits at the positive mean: P_fn ~ 0.45 > 1e-3, weight exp(-0.5 P_fn) < its kernel 0.995
     assert p_fn[0, 1] > 1e-3
-    assert_close(weights[0, 1], torch.exp(-p_fn[0, 1]))
+    assert_close(weights[0, 1], torch.exp(-0.5 * p_fn[0, 1]))
     assert weights[0, 1] < kernel[0, 1]
     # s = 0.4: P_fn ~ 5e-6 < 1e-3, the kernel stays
     assert p_fn[0, 2] < 1e-3

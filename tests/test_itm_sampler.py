@@ -2,7 +2,7 @@
 
 The sampler computes the Gaussian log-odds as one quadratic, the weights in place, and
 draws in two levels (blocks of candidates, then a candidate); these tests compare each
-with the plain formula of docs/fne.md on wide rows (several blocks plus a remainder).
+with the plain formula of the original FNE code (``choice_negative``) on wide rows (several blocks plus a remainder).
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ def _stats(method: str = "gaussian") -> SimilarityStats:
 
 
 def _reference_weights(sims, pos_sims, mask, stats, tau, prior, threshold, cut_down, cut_margin):
-    """fne.md steps 4-6 written out literally."""
+    """The original's choice_negative written out literally: kernel exp(-tau (s - s_pos)^2), and exp(-tau P_fn)
+    for likely false negatives; P_fn = p_pos / (p_pos + (1/prior - 1) p_neg)."""
     log_pos, log_neg = stats.log_likelihoods(sims)
-    p_fn = torch.sigmoid(log_pos - log_neg + math.log(prior / (1 - prior)))
-    kernel = torch.exp(-(sims - pos_sims.unsqueeze(1)) ** 2 / (2 * tau))
-    weights = torch.where(p_fn > threshold, torch.exp(-p_fn / (2 * tau)), kernel)
+    pos_p, neg_p = log_pos.exp(), log_neg.exp()
+    p_fn = pos_p / (pos_p + (1 / prior - 1) * neg_p)
+    kernel = torch.exp(-(sims - pos_sims.unsqueeze(1)) ** 2 * tau)
+    weights = torch.where(p_fn > threshold, torch.exp(-p_fn * tau), kernel)
     if cut_down:
         weights = torch.where(sims <= stats.pos_mean - cut_margin, torch.zeros_like(weights), weights)
     return weights.masked_fill(mask, 0.0), p_fn

@@ -101,9 +101,10 @@ def test_fne_weights_remove_known_positives_and_keep_scale():
     from ifnd.falseneg.bayes import FNESampler
     from ifnd.pretrain.steps import fne_log_weights
 
-    sampler = FNESampler(warmup_epochs=0)
-    q = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
-    queue = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    sampler = FNESampler(warmup_epochs=0, cut_down=False)  # random similarities: no row cut down to nothing
+    gen = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(3, 4, generator=gen), dim=1)
+    queue = torch.nn.functional.normalize(torch.randn(6, 4, generator=gen), dim=1)
     queue_ids = torch.tensor([7, 1, 2, 3, 7, 5])
     log_w = fne_log_weights(sampler, q, q, queue, queue_ids, torch.tensor([7, 8, 9]), 0, None)
     assert log_w.shape == (3, 7) and (log_w[:, 0] == 0).all()

@@ -267,21 +267,21 @@ def sampling_weights(
 ) -> tuple[Tensor, Tensor]:
     """Unnormalised sampling weight of every candidate, and its false-negative probability.
 
-    ``w = exp(-(s - s_pos)^2 / (2 tau))``; where ``P_fn > fn_threshold`` it becomes
-    ``exp(-P_fn / (2 tau))`` (a likely false negative is down-weighted, not removed).
-    With ``cut_down``, ``w = 0`` for easy negatives, ``s <= stats.pos_mean - cut_margin``.
-    Known positives always get ``w = 0``. The statistics are used only once
-    ``stats.ready``: before that ``P_fn = 0`` and no cut-down happens (its threshold is a
-    statistic), so only the kernel and the positive mask apply.
+    As the original FNE code (``choice_negative``): ``w = exp(-tau (s - s_pos)^2)``; where
+    ``P_fn > fn_threshold`` it becomes ``exp(-tau P_fn)`` (a likely false negative is
+    down-weighted, not removed). With ``cut_down``, ``w = 0`` for easy negatives,
+    ``s <= stats.pos_mean - cut_margin``, from the first call on: before any positive is
+    seen the running mean is 0, as in the original. Known positives always get ``w = 0``.
+    ``P_fn`` is used only once ``stats.ready``; before that it is 0.
 
     Args:
         sims: ``[B, N]`` float, anchor-candidate similarities.
         pos_sims: ``[B]`` float, each anchor's similarity to its own positive.
         positive_mask: ``[B, N]`` bool, known positives (e.g. same image id).
         stats: the positive/negative statistics.
-        tau: kernel temperature.
+        tau: kernel temperature (the original's 0.5).
         prior: false-negative prior, see :func:`false_negative_probability`.
-        fn_threshold: ``P_fn`` above which the kernel is replaced.
+        fn_threshold: ``P_fn`` above which the kernel is replaced (1.0: the Bayes step never acts).
         cut_down: zero the weights of easy negatives.
         cut_margin: how far below the positive mean a negative counts as easy.
 
@@ -289,17 +289,14 @@ def sampling_weights(
         ``(weights [B, N] >= 0, p_fn [B, N])``, detached, dtype of ``sims``.
     """
     sims = sims.detach()
-    scale = -0.5 / tau
-    weights = torch.sub(sims, pos_sims.detach().unsqueeze(1)).square_().mul_(scale).exp_()
-    zeroed = positive_mask
+    weights = torch.sub(sims, pos_sims.detach().unsqueeze(1)).square_().mul_(-tau).exp_()
     if stats.ready:
         p_fn = false_negative_probability(sims, stats, prior)
-        # weights += [p_fn > threshold] * (exp(-p_fn / (2 tau)) - weights), in place: few large buffers
-        weights.add_(p_fn.mul(scale).exp_().sub_(weights).mul_(p_fn > fn_threshold))
-        if cut_down:
-            zeroed = (sims <= stats.pos_mean - cut_margin).logical_or_(positive_mask)
+        # weights += [p_fn > threshold] * (exp(-tau p_fn) - weights), in place: few large buffers
+        weights.add_(p_fn.mul(-tau).exp_().sub_(weights).mul_(p_fn > fn_threshold))
     else:
         p_fn = torch.zeros_like(sims)
+    zeroed = (sims <= stats.pos_mean - cut_margin).logical_or_(positive_mask) if cut_down else positive_mask
     return weights.masked_fill_(zeroed, 0.0), p_fn
 
 
