@@ -94,9 +94,9 @@ KNN_KEYS: dict[str, Option] = {
     "knn.baselines": Option(False, "At the end, also print kNN on raw pixels and on a randomly initialised encoder."),
 }
 NEGATIVES_KEYS: dict[str, Option] = {
-    "negatives.sampler": Option("none", "Which negatives the loss sees. none: every candidate, unweighted (pretraining: plain InfoNCE); fne: Bayesian false-negative-aware weights or draws (after negatives.warmup_epochs); hardest: the hardest non-positive candidate (image-text matching only).", ("none", "fne", "hardest")),
+    "negatives.sampler": Option("none", "Which negatives the loss sees. none: every candidate, unweighted (pretraining: plain InfoNCE); fne: Bayesian false-negative-aware weights or draws (after negatives.warmup_epochs). Image-text matching only: hardest: the hardest momentum candidate (batch and memory); vsepp: VSE++, the hardest in-batch negative, online x online; vse0: the sum of the hinges over the in-batch negatives; random: a uniformly random momentum candidate (FNE without its weights).", ("none", "fne", "hardest", "vsepp", "vse0", "random")),
     "negatives.num_samples": Option(0, "0: weight every candidate (pretraining only); N > 0: draw N negatives per anchor (and direction)."),
-    "negatives.warmup_epochs": Option(1, "fne: epochs before the sampler acts (its statistics still accumulate); image-text matching trains on hardest in-batch negatives meanwhile."),
+    "negatives.warmup_epochs": Option(1, "fne: epochs before the sampler acts (its statistics still accumulate); image-text matching trains as negatives.fne_warmup says meanwhile."),
     "negatives.tau": Option(0.5, "fne: temperature of the sampling-weight kernels."),
     "negatives.prior": Option(1e-4, "fne: prior probability that a candidate is a false negative."),
     "negatives.fn_threshold": Option(1e-3, "fne: false-negative probability above which a candidate is down-weighted."),

@@ -77,12 +77,12 @@ def test_similarities_and_in_batch_block():
     assert block.tolist() == [[0.5, 0.5], [0.5, 0.0]]  # (i2t[:, :2] + t2i[:, :2].T) / 2
 
 
-def _tiny(sampler: str, use_memory: bool = True, warmup: int = 1):
+def _tiny(sampler: str, use_memory: bool = True, warmup: int = 1, **negatives):
     cfg = resolve({
         "seed": 0, "text": {"word_dim": 8, "hidden_dim": 8}, "model": {"embed_dim": 8},
         "train": {"batch_size": 4},
         "negatives": {"sampler": sampler, "use_memory": use_memory, "memory_size": 8, "warmup_epochs": warmup,
-                      "min_positives": 1},
+                      "min_positives": 1, **negatives},
     }, schema=ITM_SCHEMA)
     torch.manual_seed(0)
     model = build_itm_model(cfg, Architecture(vocab_size=12, backbone="small_cnn"))
@@ -95,29 +95,75 @@ def _batch(ids):
     return torch.rand(n, 3, 16, 16), torch.randint(2, 12, (n, 5)), torch.full((n,), 5), torch.tensor(ids)
 
 
-def test_fne_step_warms_up_on_the_batch_then_samples_from_the_memory():
+def _vse_reference(images, texts, margin, reduce):
+    """The original VSE++ / FNE-warm-up TripletLoss written out: in-batch online x online, identity mask."""
+    scores = images @ texts.T
+    diagonal = scores.diag().view(-1, 1)
+    eye = torch.eye(len(scores), dtype=torch.bool)
+    cost_s = (margin + scores - diagonal).clamp(min=0).masked_fill(eye, 0)      # image anchors, caption negatives
+    cost_im = (margin + scores - diagonal.T).clamp(min=0).masked_fill(eye, 0)   # caption anchors, image negatives
+    if reduce == "max":
+        return (cost_s.max(1)[0].sum() + cost_im.max(0)[0].sum()) / len(scores)
+    return (cost_s.sum() + cost_im.sum()) / len(scores)
+
+
+def test_fne_warms_up_with_the_originals_vsepp_then_samples_from_the_memory():
     model, mining = _tiny("fne")
     mining.start_epoch(0)
-    assert mining.candidate_memory is None  # warm-up: batch candidates only
+    assert mining.in_batch and mining.candidate_memory is None  # warm-up: VSE++ online x online
     fed = []
     update_stats = mining.sampler.update_stats
     mining.sampler.update_stats = lambda sim: (fed.append(sim), update_stats(sim))
-    out = itm_step(model, mining, *_batch([0, 1, 2, 3]))
+    batch = _batch([0, 1, 1, 3])  # image 1 twice: its other caption is a negative, as in the original's identity mask
+    out = itm_step(model, mining, *batch)
+    images, texts = model(*batch[:3])
+    assert out.loss.item() == pytest.approx(_vse_reference(images, texts, 0.2, "max").item(), abs=1e-6)
     out.loss.backward()
     assert model.image_encoder.proj.weight.grad is not None and model.text_encoder.proj.weight.grad is not None
     assert model.image_encoder_momentum.proj.weight.grad is None
-    assert sorted(mining.memory.contents()[2].tolist()) == [0, 1, 2, 3]
-    assert len(fed) == 1 and fed[0].shape == (4, 4)  # the in-batch block feeds the statistics
+    assert len(mining.memory.contents()[2]) == 0  # the warm-up neither uses nor fills the memory
+    assert len(fed) == 1 and torch.allclose(fed[0], (images @ texts.T).detach())  # statistics: online x online
     mining.sampler.stats.update(torch.ones(3), torch.zeros(3))
 
     mining.start_epoch(1)
     assert int(mining.sampler.stats.count.sum()) == 0  # reset every epoch
-    assert mining.candidate_memory is mining.memory
-    ids = torch.tensor([0, 4, 4, 5])  # image 0 is also in the memory: a known positive
+    assert not mining.in_batch and mining.candidate_memory is mining.memory
+    ids = torch.tensor([0, 4, 4, 5])
     out = itm_step(model, mining, *_batch(ids.tolist()))
-    assert not (out.i2t_negative_ids == ids.unsqueeze(1)).any()
+    assert not (out.i2t_negative_ids == ids.unsqueeze(1)).any()  # the momentum layout: same image id = positive
     assert not (out.t2i_negative_ids == ids.unsqueeze(1)).any()
-    assert mining.memory.contents()[2].tolist() == [0, 1, 2, 3, 0, 4, 4, 5]
+    assert mining.memory.contents()[2].tolist() == [0, 4, 4, 5]
+
+
+def test_fne_warmup_on_hardest_momentum_candidates_fills_the_memory():
+    model, mining = _tiny("fne", fne_warmup="hardest", stats_from="momentum")
+    mining.start_epoch(0)
+    assert not mining.in_batch and mining.candidate_memory is None
+    itm_step(model, mining, *_batch([0, 1, 2, 3]))
+    assert sorted(mining.memory.contents()[2].tolist()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("sampler, reduce", [("vsepp", "max"), ("vse0", "sum")])
+def test_vsepp_and_vse0_are_the_in_batch_online_losses(sampler, reduce):
+    model, mining = _tiny(sampler)
+    assert mining.memory is None and mining.in_batch  # no memory for in-batch losses
+    batch = _batch([0, 1, 1, 3])
+    out = itm_step(model, mining, *batch)
+    images, texts = model(*batch[:3])
+    assert out.loss.item() == pytest.approx(_vse_reference(images, texts, 0.2, reduce).item(), abs=1e-6)
+
+
+def test_random_sampler_draws_uniformly_among_non_positive_memory_candidates():
+    model, mining = _tiny("random", memory_size=64)
+    mining.start_epoch(0)
+    mining.generator = torch.Generator().manual_seed(0)
+    drawn = []
+    for step in range(12):
+        ids = torch.tensor([step % 3, 3, 4, 5])
+        out = itm_step(model, mining, *_batch(ids.tolist()))
+        assert not (out.i2t_negative_ids == ids.unsqueeze(1)).any()
+        drawn += out.i2t_negative_ids.flatten().tolist()
+    assert len(set(drawn)) >= 5  # spread over the candidates, not always the hardest
 
 
 def test_hardest_step_uses_no_statistics_and_batch_only_without_memory():

@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ifnd.falseneg.bayes import FNESampler
+from ifnd.falseneg.bayes import FNESampler, sample_negatives
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.falseneg.triplet import (
     bidirectional_triplet_loss,
@@ -67,18 +67,36 @@ def hardest_selector(num_samples: int = 1) -> NegativeSelector:
     return lambda sims, pos_sims, mask: hardest_negative_indices(sims, mask, k=num_samples)
 
 
+def all_negatives_selector() -> NegativeSelector:
+    """VSE0: every non-positive candidate (each row must have the same number of them, e.g. the in-batch
+    layout with the pair itself as the only positive)."""
+
+    def select(sims: Tensor, pos_sims: Tensor, mask: Tensor) -> Tensor:
+        counts = (~mask).sum(1)
+        if bool((counts != counts[0]).any()):
+            raise ValueError("vse0 needs the same number of negatives in every row (the in-batch pair layout)")
+        return torch.nonzero(~mask)[:, 1].view(len(mask), -1)
+
+    return select
+
+
+def uniform_selector(num_samples: int = 1, generator: torch.Generator | None = None) -> NegativeSelector:
+    """A uniformly random non-positive candidate (the memory's ablation of FNE's weights)."""
+    return lambda sims, pos_sims, mask: sample_negatives(sims, torch.ones_like(sims), mask, num_samples, generator)[0]
+
+
 def fne_selector(sampler: FNESampler, num_samples: int = 1, generator: torch.Generator | None = None) -> NegativeSelector:
     """Bayesian false-negative-aware draws (hardest while ``sampler`` is in warm-up)."""
     return lambda sims, pos_sims, mask: sampler(sims, pos_sims, mask, num_samples, generator).indices
 
 
 def similarities(images: Tensor, texts: Tensor, candidates: Candidates) -> tuple[Tensor, Tensor]:
-    """Online anchors against momentum candidates.
+    """Online anchors against candidates (momentum embeddings, or online ones in the in-batch layout).
 
     Args:
         images: ``[B, E]`` online image embeddings.
         texts: ``[B, E]`` online caption embeddings, row ``i`` paired with image ``i``.
-        candidates: ``N >= B`` momentum embeddings whose first ``B`` rows are the batch's pairs, in order.
+        candidates: ``N >= B`` embeddings whose first ``B`` rows are the batch's pairs, in order.
 
     Returns:
         ``(i2t [B, N], t2i [B, N])``: images x candidate captions, captions x candidate images.
@@ -102,7 +120,8 @@ def in_batch_similarity(images: Tensor, texts: Tensor, momentum_images: Tensor, 
 
 
 def directional_triplet(
-    sims: Tensor, anchor_ids: Tensor, candidate_ids: Tensor, select: NegativeSelector, margin: float
+    sims: Tensor, anchor_ids: Tensor, candidate_ids: Tensor, select: NegativeSelector, margin: float,
+    pair_positive: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Triplet loss of one direction.
 
@@ -112,17 +131,25 @@ def directional_triplet(
         candidate_ids: ``[N]`` image ids of the candidates.
         select: chooses the negative columns.
         margin: ranking margin.
+        pair_positive: only the pair itself (column ``i`` of row ``i``) is a positive, as in VSE++'s
+            in-batch loss; otherwise every candidate with the anchor's image id.
 
     Returns:
         ``(loss [B], negative columns [B, K])``.
     """
     pos_sims = sims.diagonal()
-    negatives = select(sims, pos_sims, anchor_ids.unsqueeze(1) == candidate_ids.unsqueeze(0))
+    if pair_positive:
+        columns = torch.arange(sims.shape[1], device=sims.device)
+        positive = columns.unsqueeze(0) == torch.arange(sims.shape[0], device=sims.device).unsqueeze(1)
+    else:
+        positive = anchor_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)
+    negatives = select(sims, pos_sims, positive)
     return triplet_from_indices(sims, pos_sims, negatives, margin), negatives
 
 
 def itm_triplet_loss(
-    i2t: Tensor, t2i: Tensor, candidate_ids: Tensor, ids: Tensor, select: NegativeSelector, margin: float = 0.2
+    i2t: Tensor, t2i: Tensor, candidate_ids: Tensor, ids: Tensor, select: NegativeSelector, margin: float = 0.2,
+    pair_positive: bool = False,
 ) -> TripletOutput:
     """Image-to-text plus text-to-image triplet loss, divided by ``B``.
 
@@ -133,7 +160,8 @@ def itm_triplet_loss(
         ids: ``[B]`` image ids of the pairs.
         select: chooses the negatives (the same selector in both directions).
         margin: ranking margin.
+        pair_positive: see :func:`directional_triplet`.
     """
-    i2t_loss, i2t_cols = directional_triplet(i2t, ids, candidate_ids, select, margin)
-    t2i_loss, t2i_cols = directional_triplet(t2i, ids, candidate_ids, select, margin)
+    i2t_loss, i2t_cols = directional_triplet(i2t, ids, candidate_ids, select, margin, pair_positive)
+    t2i_loss, t2i_cols = directional_triplet(t2i, ids, candidate_ids, select, margin, pair_positive)
     return TripletOutput(bidirectional_triplet_loss(i2t_loss, t2i_loss), candidate_ids[i2t_cols], candidate_ids[t2i_cols])

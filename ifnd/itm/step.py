@@ -28,6 +28,9 @@ from ifnd.falseneg.bayes import FNESampler
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.itm.model import ITMModel
 from ifnd.itm.objective import (
+    Candidates,
+    all_negatives_selector,
+    uniform_selector,
     NegativeSelector,
     TripletOutput,
     fne_selector,
@@ -40,32 +43,54 @@ from ifnd.itm.objective import (
 from ifnd.runtime import distributed as dist
 
 
+SAMPLERS = ("fne", "hardest", "vsepp", "vse0", "random")
+"""Negative choices of ``itm-train`` (``negatives.sampler``)."""
+
+IN_BATCH = ("vsepp", "vse0")
+"""Samplers on the in-batch online x online layout (no momentum candidates, no memory)."""
+
+
 class NegativeMining(nn.Module):
     """Negative choice of ``cfg.negatives``; its state (statistics, epoch, memory) is in buffers.
 
+    Kinds (``negatives.sampler``):
+
+    * ``fne``: Bayesian false-negative-aware draws among the momentum batch and the memory; during
+      its warm-up, ``fne_warmup="vsepp"`` trains VSE++ on online x online (the original's warm-up:
+      the memory is neither used nor filled), ``"hardest"`` the hardest momentum candidate of the batch.
+    * ``hardest``: the hardest momentum candidate (batch and memory).
+    * ``vsepp``: VSE++, the hardest in-batch negative, online x online, the pair itself as the only positive.
+    * ``vse0``: the sum of the hinges over every in-batch negative (VSE0), same layout.
+    * ``random``: a uniformly random momentum candidate (batch and memory): FNE without its weights.
+
     Args:
-        kind: ``"fne"`` or ``"hardest"``.
-        sampler: the FNE sampler (statistics and warm-up); None for ``hardest``.
+        kind: one of :data:`SAMPLERS`.
+        sampler: the FNE sampler (statistics and warm-up); None unless ``kind == "fne"``.
         memory: the momentum memory, or None to use the batch only.
         num_samples: negatives per anchor and direction.
         margin: triplet margin.
         momentum: EMA momentum of the momentum encoders.
+        fne_warmup: ``vsepp`` or ``hardest``, see above.
+        stats_from: FNE statistics from the ``online`` x online in-batch similarities (the original) or
+            ``momentum`` (online x momentum, as the loss sees the candidates).
 
     The draw generator is set for every step by the caller (:attr:`generator`), from the
     run's seed and ``(epoch, step, rank)``, so a resumed run draws the same negatives.
     """
 
-    def __init__(self, kind: str, sampler: FNESampler | None, memory: IdRingBuffer | None,
-                 num_samples: int = 1, margin: float = 0.2, momentum: float = 0.995):
+    def __init__(self, kind: str, sampler: FNESampler | None, memory: IdRingBuffer | None, num_samples: int = 1,
+                 margin: float = 0.2, momentum: float = 0.995, fne_warmup: str = "vsepp", stats_from: str = "online"):
         super().__init__()
-        if kind not in ("fne", "hardest"):
-            raise ValueError(f"kind must be 'fne' or 'hardest', got {kind!r}")
+        if kind not in SAMPLERS:
+            raise ValueError(f"kind must be one of {SAMPLERS}, got {kind!r}")
         self.kind = kind
         self.sampler = sampler
         self.memory = memory
         self.num_samples = num_samples
         self.margin = margin
         self.momentum = momentum
+        self.fne_warmup = fne_warmup
+        self.stats_from = stats_from
         self.generator = torch.Generator()
 
     @classmethod
@@ -73,17 +98,19 @@ class NegativeMining(nn.Module):
         """``cfg.negatives``; the memory must hold the global batch of ``world_size`` ranks."""
         neg = cfg.negatives
         global_batch = cfg.train.batch_size * world_size
-        if neg.use_memory and neg.memory_size < global_batch:
-            raise ConfigError(f"negatives.memory_size={neg.memory_size} must be >= the global batch "
-                              f"(train.batch_size={cfg.train.batch_size} x {world_size} processes = {global_batch})")
-        if neg.sampler not in ("fne", "hardest"):
-            raise ConfigError(f"itm-train chooses one negative per anchor: negatives.sampler must be fne or hardest, "
+        if neg.sampler not in SAMPLERS:
+            raise ConfigError(f"itm-train chooses negatives with negatives.sampler in {list(SAMPLERS)}, "
                               f"got {neg.sampler!r}")
         if neg.num_samples < 1:
             raise ConfigError("itm-train draws negatives: negatives.num_samples must be >= 1")
-        sampler = FNESampler.from_config(cfg)  # None for hardest
-        memory = IdRingBuffer.pairs(neg.memory_size, cfg.model.embed_dim) if neg.use_memory else None
-        return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum)
+        use_memory = neg.use_memory and neg.sampler not in IN_BATCH
+        if use_memory and neg.memory_size < global_batch:
+            raise ConfigError(f"negatives.memory_size={neg.memory_size} must be >= the global batch "
+                              f"(train.batch_size={cfg.train.batch_size} x {world_size} processes = {global_batch})")
+        sampler = FNESampler.from_config(cfg)  # None unless fne
+        memory = IdRingBuffer.pairs(neg.memory_size, cfg.model.embed_dim) if use_memory else None
+        return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum, neg.fne_warmup,
+                   neg.stats_from)
 
     def start_epoch(self, epoch: int) -> None:
         """Set the sampler's epoch and reset its statistics (FNE)."""
@@ -91,16 +118,27 @@ class NegativeMining(nn.Module):
             self.sampler.start_epoch(epoch)
 
     @property
+    def fne_warming_up(self) -> bool:
+        return self.kind == "fne" and self.sampler.in_warmup
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether this step uses the in-batch online x online layout (VSE++/VSE0, or FNE's original warm-up)."""
+        return self.kind in IN_BATCH or (self.fne_warming_up and self.fne_warmup == "vsepp")
+
+    @property
     def candidate_memory(self) -> IdRingBuffer | None:
         """The memory when it supplies candidates now (not during FNE's warm-up)."""
-        if self.kind == "fne" and self.sampler.in_warmup:
-            return None
-        return self.memory
+        return None if self.fne_warming_up else self.memory
 
     def selector(self) -> NegativeSelector:
-        if self.kind == "hardest":
-            return hardest_selector(self.num_samples)
-        return fne_selector(self.sampler, self.num_samples, self.generator)
+        if self.kind == "vse0":
+            return all_negatives_selector()
+        if self.kind == "random":
+            return uniform_selector(self.num_samples, self.generator)
+        if self.kind == "fne" and not self.in_batch:
+            return fne_selector(self.sampler, self.num_samples, self.generator)
+        return hardest_selector(self.num_samples)
 
 
 def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Tensor, lengths: Tensor,
@@ -118,11 +156,20 @@ def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Te
     """
     model.momentum_update(mining.momentum)
     image_emb, text_emb = (forward or model)(images, tokens, lengths)
-    image_mom, text_mom = (dist.gather(t) for t in model.momentum_forward(images, tokens, lengths))
     all_ids = dist.gather(ids)
+    if mining.in_batch:  # candidates: the global batch's online embeddings, with gradient
+        online = [dist.gather_with_grad(t) for t in (image_emb, text_emb)]
+        if mining.kind == "fne":
+            mining.sampler.update_stats((online[0] @ online[1].T).detach())
+        candidates = Candidates(*(dist.local_first(t) for t in (*online, all_ids)))
+        i2t, t2i = similarities(image_emb, text_emb, candidates)
+        return itm_triplet_loss(i2t, t2i, candidates.ids, ids, mining.selector(), mining.margin, pair_positive=True)
+    image_mom, text_mom = (dist.gather(t) for t in model.momentum_forward(images, tokens, lengths))
     if mining.kind == "fne":  # the global batch's statistics: the same on every rank
-        online = (dist.gather(t.detach()) for t in (image_emb, text_emb))
-        mining.sampler.update_stats(in_batch_similarity(*online, image_mom, text_mom))
+        image_all, text_all = (dist.gather(t.detach()) for t in (image_emb, text_emb))
+        sims = image_all @ text_all.T if mining.stats_from == "online" else \
+            in_batch_similarity(image_all, text_all, image_mom, text_mom)
+        mining.sampler.update_stats(sims)
     candidates = gather_candidates(dist.local_first(image_mom), dist.local_first(text_mom), dist.local_first(all_ids),
                                    mining.candidate_memory)
     i2t, t2i = similarities(image_emb, text_emb, candidates)

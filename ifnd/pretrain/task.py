@@ -67,7 +67,7 @@ class PretrainTask:
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = FalseNegativeDetector.from_config(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
-        if cfg.negatives.sampler == "hardest" or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
+        if cfg.negatives.sampler not in ("none", "fne") or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
             raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
                               f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
         self.fne = FNESampler.from_config(cfg)
