@@ -99,3 +99,26 @@ def test_memory_contents_are_the_filled_prefix_before_and_after_wrapping():
     assert ids.tolist() == [3, 8, 9, 1, 2] and image.flatten().tolist() == [2, 1, 1, 2, 2]
     assert memory.positive_mask(torch.tensor([8, 3])).tolist() == [
         [False, True, False, False, False], [True, False, False, False, False]]
+
+
+def test_fne_monitor_sums_by_hand():
+    from ifnd.falseneg.bayes import SampledNegatives
+    from ifnd.itm.fne_monitor import FNEMonitor
+
+    monitor = FNEMonitor(fn_threshold=0.5)
+    weights = torch.tensor([[0.0, 0.2, 0.6, 1.0]])
+    p_fn = torch.tensor([[0.9, 0.7, 0.1, 0.0]])
+    positive = torch.tensor([[True, False, False, False]])
+    same_class = torch.tensor([[True, True, False, False]])  # candidate 1: a true false negative
+    draws = SampledNegatives(torch.tensor([[2]]), weights[:, 2:3], weights, p_fn)
+    monitor.observe(draws, positive, True, same_class)
+    monitor.observe(draws, positive, False, same_class)
+    stats = SimilarityStats(min_positives=1)
+    stats.update(torch.tensor([0.6, 0.8]), torch.tensor([0.1, 0.3]))
+    record = monitor.record(stats)
+    assert record["fne/calls"] == 2 and record["fne/ready_share"] == 0.5
+    assert record["fne/above_switch_share"] == pytest.approx(1 / 3)  # candidate 1 of the 3 negatives
+    assert record["fne/weight_true_fn"] == pytest.approx(0.2) and record["fne/weight_true_neg"] == pytest.approx(0.8)
+    assert record["fne/pos_mean"] == pytest.approx(0.7) and record["fne/neg_std"] == pytest.approx(math.sqrt(0.02))
+    monitor.reset()
+    assert math.isnan(monitor.record(stats)["fne/ready_share"])

@@ -69,7 +69,7 @@ def test_train_one_epoch_writes_run_files_and_eval_reads_the_checkpoint(tmp_path
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = metrics["history"][0]
     assert metrics["epochs_done"] == 1 and record["loss"] > 0 and set(METRIC_KEYS) <= set(metrics["val"])
-    assert 0 <= record["same_class_negatives_pct"] <= 100 and "fne_pos_mean" in record
+    assert 0 <= record["same_class_negatives_pct"] <= 100 and "fne/pos_mean" in record
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["negatives"]["sampler"] == "fne"
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["vocab"][:2] == ["<pad>", "<unk>"] and state["architecture"]["backbone"] == "small_cnn"
@@ -102,7 +102,10 @@ def test_stop_mid_epoch_then_resume_matches_uninterrupted(tmp_path, sampler):
     sets = [*TINY, "train.epochs=2", "data.max_train_images=60", "train.batch_size=16", f"negatives.sampler={sampler}",
             "data.val_split="]
     straight = load_config("configs/itm_demo.yaml", [*sets, f"output_dir={tmp_path / 'straight'}"], schema=ITM_SCHEMA)
-    itm_train(straight)
+    sampling = itm_train(straight)["history"][1]  # after FNE's warm-up epoch
+    if sampler == "fne":
+        assert sampling["fne/calls"] > 0 and 0 <= sampling["fne/ready_share"] <= 1
+        assert 0 <= sampling["fne/above_switch_share"] <= 1 and sampling["fne/weight_true_neg"] >= 0
     cut = load_config("configs/itm_demo.yaml", [*sets, f"output_dir={tmp_path / 'cut'}"], schema=ITM_SCHEMA)
     with pytest.raises(Interrupted):
         itm_train(cut, stop_at=(1, 1))

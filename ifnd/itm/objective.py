@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ifnd.falseneg.bayes import FNESampler, sample_negatives
+from ifnd.falseneg.bayes import FNESampler, SampledNegatives, sample_negatives
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.falseneg.triplet import (
     bidirectional_triplet_loss,
@@ -51,6 +51,8 @@ class TripletOutput(NamedTuple):
     """``[B, K]`` image ids of the captions chosen as negatives of each image."""
     t2i_negative_ids: Tensor
     """``[B, K]`` ids of the images chosen as negatives of each caption."""
+    candidate_ids: Tensor
+    """``[N]`` image ids of the candidates (the columns the negatives were chosen from)."""
 
 
 def gather_candidates(images: Tensor, texts: Tensor, ids: Tensor, memory: IdRingBuffer | None = None) -> Candidates:
@@ -85,9 +87,21 @@ def uniform_selector(num_samples: int = 1, generator: torch.Generator | None = N
     return lambda sims, pos_sims, mask: sample_negatives(sims, torch.ones_like(sims), mask, num_samples, generator)[0]
 
 
-def fne_selector(sampler: FNESampler, num_samples: int = 1, generator: torch.Generator | None = None) -> NegativeSelector:
-    """Bayesian false-negative-aware draws (hardest while ``sampler`` is in warm-up)."""
-    return lambda sims, pos_sims, mask: sampler(sims, pos_sims, mask, num_samples, generator).indices
+def fne_selector(sampler: FNESampler, num_samples: int = 1, generator: torch.Generator | None = None,
+                 record: list[tuple[SampledNegatives, Tensor, bool]] | None = None) -> NegativeSelector:
+    """Bayesian false-negative-aware draws (hardest while ``sampler`` is in warm-up).
+
+    ``record``: each call appends ``(draws, positive mask [B, N], statistics ready)`` to it, for the
+    per-epoch evidence that each part of FNE acts (:mod:`ifnd.itm.fne_monitor`).
+    """
+
+    def select(sims: Tensor, pos_sims: Tensor, mask: Tensor) -> Tensor:
+        draws = sampler(sims, pos_sims, mask, num_samples, generator)
+        if record is not None:
+            record.append((draws, mask, sampler.stats.ready))
+        return draws.indices
+
+    return select
 
 
 def similarities(images: Tensor, texts: Tensor, candidates: Candidates) -> tuple[Tensor, Tensor]:
@@ -164,4 +178,5 @@ def itm_triplet_loss(
     """
     i2t_loss, i2t_cols = directional_triplet(i2t, ids, candidate_ids, select, margin, pair_positive)
     t2i_loss, t2i_cols = directional_triplet(t2i, ids, candidate_ids, select, margin, pair_positive)
-    return TripletOutput(bidirectional_triplet_loss(i2t_loss, t2i_loss), candidate_ids[i2t_cols], candidate_ids[t2i_cols])
+    return TripletOutput(bidirectional_triplet_loss(i2t_loss, t2i_loss), candidate_ids[i2t_cols], candidate_ids[t2i_cols],
+                         candidate_ids)

@@ -92,6 +92,7 @@ class NegativeMining(nn.Module):
         self.fne_warmup = fne_warmup
         self.stats_from = stats_from
         self.generator = torch.Generator()
+        self.draws: list = []  # this step's FNE draws with their positive masks (see fne_selector)
 
     @classmethod
     def from_config(cls, cfg: Any, world_size: int = 1) -> "NegativeMining":
@@ -137,7 +138,7 @@ class NegativeMining(nn.Module):
         if self.kind == "random":
             return uniform_selector(self.num_samples, self.generator)
         if self.kind == "fne" and not self.in_batch:
-            return fne_selector(self.sampler, self.num_samples, self.generator)
+            return fne_selector(self.sampler, self.num_samples, self.generator, self.draws)
         return hardest_selector(self.num_samples)
 
 
@@ -155,6 +156,7 @@ def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Te
         forward: the online forward (``model`` wrapped in DDP); default ``model`` itself.
     """
     model.momentum_update(mining.momentum)
+    mining.draws.clear()
     image_emb, text_emb = (forward or model)(images, tokens, lengths)
     all_ids = dist.gather(ids)
     if mining.in_batch:  # candidates: the global batch's online embeddings, with gradient

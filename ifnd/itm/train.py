@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ifnd.itm.data import PairDataset, collate_pairs, feature_shape, image_transform, load_split, load_train_split
 from ifnd.itm.evaluate import evaluate_split
+from ifnd.itm.fne_monitor import FNEMonitor
 from ifnd.itm.model import Architecture, build_itm_model, load_backbone_weights, read_pretrained_backbone
 from ifnd.itm.objective import TripletOutput
 from ifnd.itm.step import NegativeMining, itm_step
@@ -77,6 +78,7 @@ class ITMTask:
         self.num_samples = len(self.pairs)
         self.labels = None if self.train_split.labels is None else torch.from_numpy(self.train_split.labels).to(self.device)
         self.same_class, self.drawn = 0, 0
+        self.fne_monitor = FNEMonitor(cfg.negatives.fn_threshold) if self.mining.kind == "fne" else None
         self.out: TripletOutput | None = None
         self.ids: torch.Tensor | None = None  # [B] image ids of the last step's pairs
 
@@ -105,6 +107,8 @@ class ITMTask:
         if step == 0:  # a resumed epoch keeps the statistics saved with it
             self.mining.start_epoch(epoch)
         self.same_class, self.drawn = 0, 0
+        if self.fne_monitor is not None:
+            self.fne_monitor.reset()
         return {}
 
     def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor:
@@ -117,18 +121,21 @@ class ITMTask:
         return self.out.loss
 
     def after_step(self) -> None:
-        if self.labels is not None:
+        labels = self.labels
+        if labels is not None:
             negatives = torch.cat([self.out.i2t_negative_ids, self.out.t2i_negative_ids], dim=1)
-            self.same_class += int((self.labels[negatives] == self.labels[self.ids].unsqueeze(1)).sum())
+            self.same_class += int((labels[negatives] == labels[self.ids].unsqueeze(1)).sum())
             self.drawn += negatives.numel()
+        if self.fne_monitor is not None:
+            same = None if labels is None else labels[self.ids].unsqueeze(1) == labels[self.out.candidate_ids].unsqueeze(0)
+            for draws, positive, ready in self.mining.draws:
+                self.fne_monitor.observe(draws, positive, ready, same)
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
         same_class, drawn = dist.sum_ints([self.same_class, self.drawn])
-        if self.mining.kind == "fne":
-            stats = self.mining.sampler.stats
-            record.update(fne_pos_mean=stats.pos_mean, fne_neg_mean=stats.neg_mean,
-                          fne_reliable_pairs=int(stats.count[0]))
+        if self.fne_monitor is not None:
+            record.update(self.fne_monitor.record(self.mining.sampler.stats))
         if drawn:
             record["same_class_negatives_pct"] = 100.0 * same_class / drawn
         return {**record, **self.validate()}
