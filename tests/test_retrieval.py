@@ -91,3 +91,19 @@ def test_bad_shapes_and_ids_are_refused():
         t2i_ranks(SIMS, torch.tensor([0, 0, 1, 1, 2, 2, 2, 2, 2, 3]))
     with pytest.raises(ValueError):
         fold_metrics(SIMS, CAPTION_IMAGE, 4)
+
+
+def test_matching_metrics_count_every_fitting_item():
+    from ifnd.metrics.retrieval import matching_metrics
+
+    # 2 images, 3 captions; caption 2 (of image 1) also fits image 0
+    sims = torch.tensor([[0.1, 0.5, 0.9], [0.2, 0.8, 0.3]])
+    caption_image = torch.tensor([0, 0, 1])
+    matches = torch.tensor([[True, False], [True, False], [True, True]])
+    plain = retrieval_metrics(sims, caption_image)
+    extended = matching_metrics(sims, matches)
+    # image 0's best caption is caption 2 (0.9): a hit only with the extended annotation
+    assert plain["r1_i2t"] == 0.0 and extended["ext_r1_i2t"] == 50.0
+    # captions: 0 -> image 1 scores higher (miss at 1), 1 -> image 1 higher (miss), 2 -> image 0 fits (hit)
+    assert extended["ext_r1_t2i"] == pytest.approx(100 / 3)
+    assert extended["ext_rsum"] == pytest.approx(sum(v for k, v in extended.items() if k != "ext_rsum"))

@@ -34,10 +34,11 @@ from torch.utils.data import Dataset
 from ifnd.runtime.seeding import derive_seed, seeded_call
 from ifnd.data.sources import DataError, load_digits_split
 from ifnd.data.views import build_eval_transform
-from ifnd.itm.demo_captions import attribute_edges, caption_digits
+from ifnd.itm.demo_captions import attribute_edges, caption_digits, caption_matches, image_facts
 from ifnd.itm.text import Vocabulary, pad_tokens
 
 DEMO_SPLITS = ("train", "val", "test")
+DEMO_VAL_IMAGES = 160  # of the 360 held-out digits; the other 200 are the test split
 
 
 @dataclass
@@ -51,12 +52,15 @@ class ItmSplit:
         caption_image: ``[N_cap]`` int64, the image index of each caption.
         labels: ``[N_img]`` int64 class of each image where one is known (demo), else None;
             for diagnostics only.
+        matches: ``[N_cap, N_img]`` bool, every image each caption fits, where the data know it
+            (demo), else None: extended R@K counts a retrieval of any of them.
     """
 
     images: Sequence[Any]
     captions: list[str]
     caption_image: np.ndarray
     labels: np.ndarray | None = None
+    matches: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.caption_image = np.asarray(self.caption_image, dtype=np.int64)
@@ -77,6 +81,7 @@ class ItmSplit:
             [self.captions[i] for i in keep],
             self.caption_image[keep],
             None if self.labels is None else self.labels[:num_images],
+            None if self.matches is None else self.matches[keep][:, :num_images],
         )
 
 
@@ -130,23 +135,21 @@ class ImageFiles:
 
 
 def load_demo(split: str, image_size: int) -> ItmSplit:
-    """Built-in digits with generated captions.
+    """Built-in digits with generated captions that know which images they fit.
 
-    ``train`` is scikit-learn digits' fixed training split (1,437 images); ``val`` and
-    ``test`` are the two halves of its test split (180 images each). 5 captions each.
+    ``train`` is scikit-learn digits' fixed training split (1,437 images); ``val`` (160 images)
+    and ``test`` (200 images, 1,000 captions) split its test split. 5 captions each.
     """
     if split not in DEMO_SPLITS:
         raise DataError(f"the demo data has splits {list(DEMO_SPLITS)}, not {split!r}")
     train, test = load_digits_split(image_size)
     source = train
     if split != "train":
-        half = len(test) // 2
-        rows = np.arange(half) if split == "val" else np.arange(half, len(test))
+        rows = np.arange(DEMO_VAL_IMAGES) if split == "val" else np.arange(DEMO_VAL_IMAGES, len(test))
         source = type(test)(test.images[rows], test.labels[rows], test.classes)
-    captions, caption_image = caption_digits(
-        source.images, source.labels, attribute_edges(train.images), seed=DEMO_SPLITS.index(split)
-    )
-    return ItmSplit(_PilImages(source), captions, caption_image, source.labels)
+    facts = image_facts(source.images, source.labels, attribute_edges(train.images))
+    captions, caption_image, said = caption_digits(facts, seed=DEMO_SPLITS.index(split))
+    return ItmSplit(_PilImages(source), captions, caption_image, source.labels, caption_matches(said, facts))
 
 
 def find_annotations(root: str, annotations: str) -> Path:

@@ -1,11 +1,13 @@
 """Generated captions for the built-in digits: the offline image-text demo set.
 
-Each image gets 5 captions from distinct templates with synonyms drawn at random
-("a handwritten seven", "the digit 7 written by hand", "number seven", ...). Besides
-the digit, some templates name attributes measured on the pixels, each binned in
-terciles of the training images: stroke weight (ink), slant and width. Captions are
-therefore partly image-specific (retrieval can be learnt beyond the class) while many
-captions of different images are semantically equal: the false negatives FNE is about.
+Each caption names the digit and 1 to 3 attributes measured on its image's pixels: how much
+ink (stroke weight), slant, width, height (size), and where the digit sits (vertical and
+horizontal position), each binned in terciles of the training images. Templates and
+synonyms vary the wording, so verbatim copies of a caption are rare, while a caption still
+*fits* every image of its digit whose binned attributes agree with the ones it names: those
+images are the semantic false negatives FNE is about. :func:`caption_matches` gives, for
+every caption and image, whether they match (the extended annotation that R@K can be scored
+with, as ECCV Caption does for COCO).
 """
 
 from __future__ import annotations
@@ -13,35 +15,36 @@ from __future__ import annotations
 import numpy as np
 
 CAPTIONS_PER_IMAGE = 5
-ATTRIBUTES = ("ink", "slant", "width")
+ATTRIBUTES = ("ink", "slant", "width", "height", "row", "column")
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-# Synonyms of each attribute's three bins (low, middle, high tercile).
+DIGIT_FORMS = ("a {name}", "the digit {num}", "a handwritten {name}", "number {num}", "a written {num}",
+               "the number {name}", "a {num}", "a hand-drawn {name}")
+# Synonyms of each attribute's three bins (low, middle, high tercile), as phrases after the digit.
 SYNONYMS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "ink": (("thin", "faint", "light"), ("regular", "medium"), ("bold", "thick", "heavy")),
+    "ink": (("in thin strokes", "drawn faintly", "with light strokes"), ("in regular strokes", "with medium ink"),
+            ("in bold strokes", "drawn thickly", "with heavy ink")),
     "slant": (("leaning left", "tilted to the left", "slanting left"), ("upright", "standing straight", "not slanted"),
               ("leaning right", "tilted to the right", "slanting right")),
-    "width": (("narrow", "slim", "skinny"), ("ordinary", "medium-width"), ("wide", "broad", "round")),
+    "width": (("narrow", "slim", "squeezed thin"), ("of ordinary width", "medium-wide"),
+              ("wide", "broad", "stretched sideways")),
+    "height": (("small", "short", "tiny"), ("of medium height", "mid-sized"), ("tall", "large", "big")),
+    "row": (("near the top", "high up", "in the upper part"), ("at mid height", "vertically centred"),
+            ("near the bottom", "low down", "in the lower part")),
+    "column": (("toward the left", "on the left side", "left of centre"), ("horizontally centred", "in the middle"),
+               ("toward the right", "on the right side", "right of centre")),
 }
-TEMPLATES = (
-    "a handwritten {name}",
-    "the digit {num} written by hand",
-    "number {name}",
-    "a {ink} handwritten {name}",
-    "the number {num} drawn with {ink} strokes",
-    "a {name} {slant}",
-    "a handwritten {num}, {slant}",
-    "a {width} {ink} {name} {slant}",
-    "a {width} digit {name}",
-    "someone wrote a {width} {num} in {ink} strokes",
-)
+JOINERS = (", ", " and ", ", ", " ")
+FRAMES = ("{subject}", "this is {subject}", "a picture of {subject}", "{subject} on a dark background",
+          "an image showing {subject}", "here we see {subject}")
 
 
 def digit_attributes(images: np.ndarray) -> dict[str, np.ndarray]:
     """Continuous attributes of grayscale images ``uint8 [N, H, W]``, each ``[N]`` float.
 
     ``ink``: mean intensity; ``slant``: horizontal shift per row going up (positive =
-    leaning right), from the intensity-weighted second moments; ``width``: horizontal
-    over vertical spread of the ink.
+    leaning right), from the intensity-weighted second moments; ``width``: horizontal over
+    vertical spread of the ink; ``height``: vertical spread; ``row`` / ``column``: the
+    centre of the ink (from the top, from the left).
     """
     weights = images.astype(np.float64) / 255.0
     mass = weights.sum(axis=(1, 2)) + 1e-9
@@ -53,7 +56,8 @@ def digit_attributes(images: np.ndarray) -> dict[str, np.ndarray]:
     cx, cy = moment(xs), moment(ys)
     dx, dy = xs[None] - cx[:, None, None], ys[None] - cy[:, None, None]
     var_x, var_y, cov = moment(dx**2), moment(dy**2) + 1e-9, moment(dx * dy)
-    return {"ink": weights.mean(axis=(1, 2)), "slant": -cov / var_y, "width": np.sqrt(var_x / var_y)}
+    return {"ink": weights.mean(axis=(1, 2)), "slant": -cov / var_y, "width": np.sqrt(var_x / var_y),
+            "height": np.sqrt(var_y), "row": cy, "column": cx}
 
 
 def attribute_edges(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -61,26 +65,47 @@ def attribute_edges(images: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.quantile(values, [1 / 3, 2 / 3]) for name, values in digit_attributes(images).items()}
 
 
-def caption_digits(
-    images: np.ndarray, labels: np.ndarray, edges: dict[str, np.ndarray], seed: int
-) -> tuple[list[str], np.ndarray]:
+def image_facts(images: np.ndarray, labels: np.ndarray, edges: dict[str, np.ndarray]) -> np.ndarray:
+    """``[N, 1 + A]`` int64: each image's digit and attribute bins."""
+    bins = np.stack([np.digitize(values, edges[name]) for name, values in digit_attributes(images).items()], 1)
+    return np.concatenate([labels[:, None].astype(np.int64), bins], axis=1)
+
+
+def caption_digits(facts: np.ndarray, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """5 captions per image, deterministic given ``seed``.
 
     Args:
-        images: ``uint8 [N, H, W]`` grayscale digits.
-        labels: ``[N]`` digit of each image.
-        edges: :func:`attribute_edges` of the training images.
-        seed: seed of the template and synonym draws.
+        facts: ``[N, 1 + A]`` from :func:`image_facts`: each image's digit and attribute bins.
+        seed: seed of the wording draws.
 
     Returns:
-        ``(captions [5N], caption_image [5N] int64)``, image by image.
+        ``(captions [5N], caption_image [5N] int64, said [5N, 1 + A] int64)``, image by image;
+        ``said[c] = (digit, bin of each attribute the caption names, -1 for the others)``, the
+        input of :func:`caption_matches`.
     """
-    bins = {name: np.digitize(values, edges[name]) for name, values in digit_attributes(images).items()}
     rng = np.random.default_rng(seed)
-    captions, caption_image = [], []
-    for index, label in enumerate(labels):
-        for template in rng.choice(len(TEMPLATES), size=CAPTIONS_PER_IMAGE, replace=False):
-            words = {name: str(rng.choice(SYNONYMS[name][bins[name][index]])) for name in ATTRIBUTES}
-            captions.append(TEMPLATES[template].format(name=DIGIT_NAMES[label], num=int(label), **words))
+    captions, caption_image, said = [], [], []
+    for index, (label, *bins) in enumerate(facts.tolist()):
+        for _ in range(CAPTIONS_PER_IMAGE):
+            named = rng.choice(len(ATTRIBUTES), size=rng.integers(1, 4), replace=False)
+            subject = str(rng.choice(DIGIT_FORMS)).format(name=DIGIT_NAMES[label], num=label)
+            phrases = [str(rng.choice(SYNONYMS[ATTRIBUTES[a]][bins[a]])) for a in named]
+            if phrases:
+                subject = f"{subject} {str(rng.choice(JOINERS)).join(phrases).strip()}"
+            captions.append(str(rng.choice(FRAMES)).format(subject=subject))
             caption_image.append(index)
-    return captions, np.array(caption_image, dtype=np.int64)
+            row = np.full(1 + len(ATTRIBUTES), -1, dtype=np.int64)
+            row[0] = label
+            row[1 + named] = np.asarray(bins)[named]
+            said.append(row)
+    return captions, np.array(caption_image, dtype=np.int64), np.stack(said)
+
+
+def caption_matches(said: np.ndarray, facts: np.ndarray) -> np.ndarray:
+    """``[N_cap, N_img]`` bool: the caption's digit is the image's and every attribute it names agrees.
+
+    Args:
+        said: ``[N_cap, 1 + A]`` from :func:`caption_digits`; facts: ``[N_img, 1 + A]`` from :func:`image_facts`.
+    """
+    agree = (said[:, None, :] == facts[None, :, :]) | (said[:, None, :] < 0)
+    return agree.all(axis=2)

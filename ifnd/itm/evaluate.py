@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ifnd.config import resolve
-from ifnd.metrics.retrieval import fold_metrics, mean_metrics, retrieval_metrics
+from ifnd.metrics.retrieval import fold_metrics, matching_metrics, mean_metrics, retrieval_metrics
 from ifnd.itm.data import (
     CaptionDataset,
     ImageDataset,
@@ -42,11 +42,16 @@ def embed_split(model: ITMModel, split: ItmSplit, vocab: Vocabulary, cfg: Any, d
     return image_emb, text_emb
 
 
-def score(image_emb: Tensor, text_emb: Tensor, caption_image: Tensor, folds: int = 1) -> dict[str, Any]:
+def score(image_emb: Tensor, text_emb: Tensor, caption_image: Tensor, folds: int = 1,
+          matches: Tensor | None = None) -> dict[str, Any]:
     """Metrics of the whole set; with ``folds > 1`` the top-level keys are the fold means,
-    and ``full`` and ``per_fold`` hold the whole-set and per-fold metrics."""
+    and ``full`` and ``per_fold`` hold the whole-set and per-fold metrics. With ``matches``
+    (``[N_cap, N_img]`` bool, every image each caption fits) the whole set is also scored with
+    every matching item counted (``ext_*`` keys)."""
     sims = image_emb @ text_emb.T
     full = retrieval_metrics(sims, caption_image)
+    if matches is not None:
+        full.update(matching_metrics(sims, matches))
     if folds == 1:
         return {**full, "folds": 1}
     per_fold = fold_metrics(sims, caption_image, folds)
@@ -57,7 +62,8 @@ def evaluate_split(model: ITMModel, split: ItmSplit, vocab: Vocabulary, cfg: Any
                    folds: int = 1) -> dict[str, Any]:
     """:func:`score` of ``split`` embedded by ``model``."""
     image_emb, text_emb = embed_split(model, split, vocab, cfg, device, cfg.train.eval_batch_size, cfg.data.num_workers)
-    return score(image_emb, text_emb, torch.from_numpy(split.caption_image), folds)
+    matches = None if split.matches is None else torch.from_numpy(split.matches)
+    return score(image_emb, text_emb, torch.from_numpy(split.caption_image), folds, matches)
 
 
 def model_from_checkpoint(state: dict[str, Any], overrides: Sequence[str] = ()) -> tuple[ITMModel, Vocabulary, Any]:

@@ -93,6 +93,29 @@ def retrieval_metrics(sims: Tensor, caption_image: Tensor) -> dict[str, float]:
     return metrics
 
 
+def matching_metrics(sims: Tensor, matches: Tensor) -> dict[str, float]:
+    """R@K and RSUM counting every matching item as a hit (extended annotations, as ECCV Caption scores COCO).
+
+    Args:
+        sims: ``[N_img, N_cap]`` float similarities.
+        matches: ``[N_cap, N_img]`` bool, the images each caption fits (its own among them).
+
+    Returns:
+        ``{ext_r1_i2t, ..., ext_rsum}``: image-to-text ranks the best matching caption of each
+        image among all captions, text-to-image the best matching image of each caption; the rank
+        is the number of items scoring strictly higher.
+    """
+    if matches.shape != (sims.shape[1], sims.shape[0]):
+        raise ValueError(f"expected matches [N_cap, N_img] = {(sims.shape[1], sims.shape[0])}, got {tuple(matches.shape)}")
+    fits = matches.T.to(sims.device)  # [N_img, N_cap]
+    best_i2t = sims.masked_fill(~fits, float("-inf")).amax(dim=1, keepdim=True)
+    best_t2i = sims.masked_fill(~fits, float("-inf")).amax(dim=0, keepdim=True)
+    values = recall_at((sims > best_i2t).sum(dim=1)) + recall_at((sims > best_t2i).sum(dim=0))
+    metrics = {f"ext_{key}": value for key, value in zip(METRIC_KEYS, values)}
+    metrics["ext_rsum"] = sum(values)
+    return metrics
+
+
 def fold_metrics(sims: Tensor, caption_image: Tensor, folds: int) -> list[dict[str, float]]:
     """Metrics of each of ``folds`` contiguous image blocks (the COCO "5-fold 1K" protocol).
 
