@@ -132,7 +132,7 @@ def _itm_sets(root: Path, batch: int, *extra: str) -> list[str]:
 def itm_features(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("itm_features")
     _write_features(root, "train", 40, seed=0)  # 200 pairs: 6 global batches of 32
-    _write_features(root, "val", 12, seed=1)
+    _write_features(root, "dev", 12, seed=1)
     return root
 
 
@@ -237,7 +237,7 @@ def test_sigterm_to_torchrun_checkpoints_and_stops_every_rank(tmp_path):
 def test_itm_sigterm_to_torchrun_checkpoints_and_resumes_exactly(tmp_path):
     root = tmp_path / "features"
     _write_features(root, "train", 400, seed=0)  # 2,000 pairs: 125 steps of 2 x 8 per epoch
-    _write_features(root, "val", 12, seed=1)
+    _write_features(root, "dev", 12, seed=1)
     sets = _itm_sets(root, 8, "train.epochs=3", "negatives.sampler=fne")
     resumed, straight = _sigterm_then_resume(tmp_path, "itm-train", sets)
     assert resumed["epoch"] == straight["epoch"] == 3

@@ -177,6 +177,48 @@ def test_features_layout_global_and_region(tmp_path, shape):
     assert torch.equal(features_to_tensor(split.images[2]), torch.from_numpy(feats[2]))
 
 
+def _scan_split(root, split, num_images, rows_per_caption=False):
+    """SCAN's layout at its real feature shape [N, 36, 2048] (few images), 5 UTF-8 caption lines each."""
+    rng = np.random.default_rng(len(split))
+    feats = rng.normal(size=(num_images, 36, 2048)).astype(np.float32)
+    if rows_per_caption:
+        feats = np.repeat(feats, 5, axis=0)
+    np.save(root / f"{split}_ims.npy", feats)
+    captions = [f"un café près de l'image {i} — caption {j}" for i in range(num_images) for j in range(5)]
+    (root / f"{split}_caps.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
+    return feats
+
+
+def test_scan_layout_loads_with_the_defaults_a_user_expects(tmp_path):
+    from ifnd.config import resolve
+    from ifnd.itm.data import load_split, validation_split
+    from ifnd.itm.schema import ITM_SCHEMA
+
+    feats = {split: _scan_split(tmp_path, split, n) for split, n in (("train", 4), ("dev", 2), ("test", 2), ("testall", 3))}
+    cfg = resolve({"data": {"name": "features", "root": str(tmp_path)}}, schema=ITM_SCHEMA)
+    assert validation_split(cfg) == "dev"  # auto: SCAN calls the validation split dev
+    dev = load_split(cfg, validation_split(cfg))
+    assert dev.num_images == 2 and len(dev.captions) == 10 and dev.captions[0].startswith("un café")
+    testall = load_split(cfg, "testall")
+    assert testall.caption_image.tolist() == np.repeat(np.arange(3), 5).tolist()
+    assert torch.equal(features_to_tensor(testall.images[1]), torch.from_numpy(feats["testall"][1]))
+    demo = resolve({}, schema=ITM_SCHEMA)
+    assert validation_split(demo) == "val"
+
+
+def test_scan_older_layout_with_one_image_row_per_caption(tmp_path):
+    feats = _scan_split(tmp_path, "dev", 3, rows_per_caption=True)
+    split = load_features(str(tmp_path), "dev", 5)
+    assert split.num_images == 3 and split.caption_image.tolist() == np.repeat(np.arange(3), 5).tolist()
+    assert torch.equal(features_to_tensor(split.images[2]), torch.from_numpy(feats[10]))
+    np.save(tmp_path / "dev_ims.npy", np.arange(15 * 4, dtype=np.float32).reshape(15, 4))  # rows do not repeat
+    with pytest.raises(DataError, match="do not repeat"):
+        load_features(str(tmp_path), "dev", 5)
+    (tmp_path / "dev_caps.txt").write_bytes(b"\xff\xfe bad\n" * 15)
+    with pytest.raises(DataError, match="UTF-8"):
+        load_features(str(tmp_path), "dev", 5)
+
+
 def test_features_errors_are_clear(tmp_path):
     with pytest.raises(DataError, match="dev_ims.npy"):
         load_features(str(tmp_path), "dev", 5)

@@ -28,6 +28,7 @@ def format_metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 def cmd_itm_train(args: argparse.Namespace) -> int:
     from ifnd.config import load_config
+    from ifnd.itm.data import validation_split
     from ifnd.itm.schema import ITM_SCHEMA
     from ifnd.itm.train import itm_train
     from ifnd.runtime import distributed as dist
@@ -39,7 +40,7 @@ def cmd_itm_train(args: argparse.Namespace) -> int:
     print(f"\nrun: {cfg.output_dir}  sampler={cfg.negatives.sampler}  memory={cfg.negatives.use_memory}  "
           f"epochs={metrics['epochs_done']}  train time={metrics['train_time_s']:.0f}s")
     if metrics["val"]:
-        print(format_metrics_table([(f"{cfg.data.val_split} (last epoch)", metrics["val"])]))
+        print(format_metrics_table([(f"{validation_split(cfg)} (last epoch)", metrics["val"])]))
     return 0
 
 
@@ -65,7 +66,8 @@ def add_subcommands(sub: Any) -> None:
     p.set_defaults(func=cmd_itm_train)
     p = sub.add_parser("itm-eval", help="R@1/5/10 and RSUM of an itm-train checkpoint")
     p.add_argument("--checkpoint", required=True, help="e.g. runs/itm_demo/checkpoints/best.pt")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--split", default="test",
+                   help="split to evaluate (default: test; SCAN's COCO layout: testall, with --folds 5 for the 1K protocol)")
     p.add_argument("--folds", type=_positive_int, default=1,
                    help="also report the mean over this many contiguous image folds (5 = COCO 5-fold 1K)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

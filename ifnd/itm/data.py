@@ -100,6 +100,21 @@ class _Head:
         return self.items[index]
 
 
+class _EveryNth:
+    """Rows ``0, n, 2n, ...`` of an indexable: one image of a layout that repeats it for each of its ``n`` captions."""
+
+    def __init__(self, items: Sequence[Any], n: int):
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return len(self.items) // self.n
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.items[index * self.n]
+
+
 class _PilImages:
     """Item ``i`` of an ``(image, label)`` source, the image only."""
 
@@ -195,7 +210,14 @@ def load_karpathy(annotations: Path, root: str, splits: Sequence[str]) -> ItmSpl
 
 
 def load_features(root: str, split: str, captions_per_image: int) -> ItmSplit:
-    """``{split}_ims.npy`` (memory-mapped) and ``{split}_caps.txt`` of ``root``."""
+    """``{split}_ims.npy`` (memory-mapped) and ``{split}_caps.txt`` (UTF-8) of ``root``: the SCAN layout.
+
+    SCAN's precomputed bottom-up features are ``[N_img, 36, 2048]`` with ``captions_per_image``
+    (5) consecutive caption lines per image, in splits ``train``, ``dev``, ``test`` and ``testall``
+    (COCO's 5K test; ``itm-eval --split testall --folds 5`` is the 1K protocol). The older layout
+    with one image row per caption (each image repeated ``captions_per_image`` times) is read as
+    one image per group of rows.
+    """
     ims_path, caps_path = Path(root) / f"{split}_ims.npy", Path(root) / f"{split}_caps.txt"
     for path in (ims_path, caps_path):
         if not path.is_file():
@@ -206,13 +228,30 @@ def load_features(root: str, split: str, captions_per_image: int) -> ItmSplit:
         raise DataError(f"{ims_path} is not a readable .npy array ({err})") from err
     if feats.ndim not in (2, 3):
         raise DataError(f"{ims_path} must be [N_img, D] or [N_img, R, D], got shape {feats.shape}")
-    captions = [line.strip() for line in caps_path.read_text().splitlines() if line.strip()]
-    if len(captions) != captions_per_image * len(feats):
+    try:
+        text = caps_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{caps_path} is not UTF-8 text ({err})") from err
+    captions = [line.strip() for line in text.splitlines() if line.strip()]
+    images: Sequence[Any] = feats
+    if len(captions) == len(feats) and captions_per_image > 1:  # one image row per caption
+        if len(feats) % captions_per_image or not np.array_equal(feats[0], feats[captions_per_image - 1]):
+            raise DataError(f"{ims_path} has one row per caption, but its rows do not repeat each image "
+                            f"data.captions_per_image={captions_per_image} times; fix data.captions_per_image")
+        images = _EveryNth(feats, captions_per_image)
+    if len(captions) != captions_per_image * len(images):
         raise DataError(
-            f"{caps_path} has {len(captions)} captions for {len(feats)} images; expected "
+            f"{caps_path} has {len(captions)} captions for {len(images)} images; expected "
             f"data.captions_per_image={captions_per_image} per image"
         )
-    return ItmSplit(feats, captions, np.repeat(np.arange(len(feats)), captions_per_image))
+    return ItmSplit(images, captions, np.repeat(np.arange(len(images)), captions_per_image))
+
+
+def validation_split(cfg: Any) -> str:
+    """``data.val_split``, with ``auto`` resolved: ``dev`` for the features (SCAN) layout, ``val`` otherwise."""
+    if cfg.data.val_split != "auto":
+        return cfg.data.val_split
+    return "dev" if cfg.data.name == "features" else "val"
 
 
 def load_split(cfg: Any, split: str | Sequence[str]) -> ItmSplit:

@@ -17,7 +17,7 @@ ITM_KEYS: dict[str, Option] = {
     "data.root": Option("", "karpathy: image folder (filepath/filename below it); features: folder of the .npy / .txt files; demo: unused."),
     "data.annotations": Option("", "karpathy only: path of the Karpathy-split JSON; empty: the single dataset_*.json inside data.root."),
     "data.train_splits": Option(["train"], "Splits trained on (COCO usually adds restval).", item_type=str),
-    "data.val_split": Option("val", "Split evaluated after every epoch (selects best.pt); empty: none. The features layout calls it dev."),
+    "data.val_split": Option("auto", "Split evaluated after every epoch (selects best.pt); auto: dev for the features (SCAN) layout, val otherwise; empty: none."),
     "data.captions_per_image": Option(5, "features only: captions per image row in {split}_caps.txt, in order."),
     "data.image_size": Option(224, "Side of the square images fed to the image encoder, in pixels (not used by features)."),
     "data.train_augment": Option("crop_flip", "Training image augmentation: none, random resized crop, or crop plus horizontal flip.", ("none", "crop", "crop_flip")),

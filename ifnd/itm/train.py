@@ -20,7 +20,15 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch.utils.data import DataLoader
 
-from ifnd.itm.data import PairDataset, collate_pairs, feature_shape, image_transform, load_split, load_train_split
+from ifnd.itm.data import (
+    PairDataset,
+    collate_pairs,
+    feature_shape,
+    image_transform,
+    load_split,
+    load_train_split,
+    validation_split,
+)
 from ifnd.itm.evaluate import evaluate_split
 from ifnd.itm.fne_monitor import FNEMonitor
 from ifnd.itm.model import Architecture, build_itm_model, load_backbone_weights, read_pretrained_backbone
@@ -53,7 +61,7 @@ class ITMTask:
         self.ctx, self.device = ctx, ctx.device
         self.settings = LoopSettings.from_train(cfg.train)
         self.train_split = load_train_split(cfg)
-        self.val_split = load_split(cfg, cfg.data.val_split) if cfg.data.val_split else None
+        self.val_split = load_split(cfg, validation_split(cfg)) if cfg.data.val_split else None
         pretrained = None
         if saved is not None:
             self.vocab = Vocabulary.from_list(saved["vocab"])
