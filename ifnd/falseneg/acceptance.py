@@ -8,7 +8,7 @@ centroids never needs an N x K matrix.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,21 @@ def _cosine_chunks(
         yield rows, F.normalize(features[rows].float(), dim=1) @ unit_centroids.T
 
 
+def _score_assigned(
+    features: torch.Tensor,
+    centroids: torch.Tensor,
+    assignments: torch.Tensor,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    chunk_elements: int,
+) -> torch.Tensor:
+    """``score(sims [rows, K], assigned [rows, 1]) -> [rows]`` over row blocks: ``[N]`` float32 on the features' device."""
+    labels = assignments.to(features.device, torch.long).unsqueeze(1)
+    confidence = torch.empty(len(features), dtype=torch.float32, device=features.device)
+    for rows, sims in _cosine_chunks(features, centroids, chunk_elements):
+        confidence[rows] = score(sims, labels[rows])
+    return confidence
+
+
 def softmax_confidence(
     features: torch.Tensor,
     centroids: torch.Tensor,
@@ -74,12 +89,9 @@ def softmax_confidence(
         raise ValueError(
             f"assignments must be [N] with N={len(features)}, got {tuple(assignments.shape)}"
         )
-    labels = assignments.to(features.device, torch.long).unsqueeze(1)
-    confidence = torch.empty(len(features), dtype=torch.float32, device=features.device)
-    for rows, sims in _cosine_chunks(features, centroids, chunk_elements):
-        log_probs = torch.log_softmax(sims / temperature, dim=1)
-        confidence[rows] = log_probs.gather(1, labels[rows]).squeeze(1).exp()
-    return confidence
+    return _score_assigned(features, centroids, assignments,
+                           lambda sims, own: torch.log_softmax(sims / temperature, dim=1).gather(1, own).squeeze(1).exp(),
+                           chunk_elements)
 
 
 def margin_confidence(
@@ -107,13 +119,9 @@ def margin_confidence(
     """
     if len(centroids) < 2:
         raise ValueError(f"margin confidence needs at least 2 centroids, got {len(centroids)}")
-    labels = assignments.to(features.device, torch.long).unsqueeze(1)
-    confidence = torch.empty(len(features), dtype=torch.float32, device=features.device)
-    for rows, sims in _cosine_chunks(features, centroids, chunk_elements):
-        own = sims.gather(1, labels[rows])
-        others = sims.scatter(1, labels[rows], float("-inf")).amax(dim=1, keepdim=True)
-        confidence[rows] = (own - others).squeeze(1)
-    return confidence
+    return _score_assigned(features, centroids, assignments,
+                           lambda sims, own: sims.gather(1, own).squeeze(1) - sims.scatter(1, own, float("-inf")).amax(1),
+                           chunk_elements)
 
 
 def centroid_confidence(
@@ -131,11 +139,8 @@ def centroid_confidence(
     Returns:
         ``[N]`` float32 in ``[-1, 1]`` on the device of ``features``.
     """
-    labels = assignments.to(features.device, torch.long).unsqueeze(1)
-    confidence = torch.empty(len(features), dtype=torch.float32, device=features.device)
-    for rows, sims in _cosine_chunks(features, centroids, chunk_elements):
-        confidence[rows] = sims.gather(1, labels[rows]).squeeze(1)
-    return confidence
+    return _score_assigned(features, centroids, assignments, lambda sims, own: sims.gather(1, own).squeeze(1),
+                           chunk_elements)
 
 
 def accepted_share(

@@ -45,31 +45,32 @@ from ifnd.falseneg.masks import false_negative_mask, noisy_oracle_mask, partner_
 
 @dataclass(frozen=True)
 class DetectionSettings:
-    """The ``detection.*`` keys (see ``python -m ifnd config --defaults``), the run length and seed."""
+    """The ``detection.*`` keys (their defaults and meanings: ``python -m ifnd config --defaults``), the run
+    length and seed."""
 
-    mode: str = "none"
-    features: str = "bank"
-    num_clusters: tuple[int, ...] = (30, 60)
-    hierarchical: bool = False
-    warmup_epochs: int = 10
-    cluster_every: int = 1
-    accept_start: float = 0.2
-    accept_end: float = 1.0
-    accept_schedule: str = "linear"
-    confidence: str = "softmax"
-    confidence_temperature: float = 0.1
-    kmeans_niter: int = 20
-    kmeans_nredo: int = 1
-    kmeans_init: str = "random"
-    accept_per: str = "global"
-    threshold_quantile: float = 0.05
-    threshold_lr: float = 0.01
-    embedding: str = "head"
-    oracle: str = "scheduled"
-    oracle_precision: float = 1.0
-    oracle_recall: float = 1.0
-    total_epochs: int = 100
-    seed: int = 0
+    mode: str
+    features: str
+    num_clusters: tuple[int, ...]
+    hierarchical: bool
+    warmup_epochs: int
+    cluster_every: int
+    accept_start: float
+    accept_end: float
+    accept_schedule: str
+    confidence: str
+    confidence_temperature: float
+    kmeans_niter: int
+    kmeans_nredo: int
+    kmeans_init: str
+    accept_per: str
+    threshold_quantile: float
+    threshold_lr: float
+    embedding: str
+    oracle: str
+    oracle_precision: float
+    oracle_recall: float
+    total_epochs: int
+    seed: int
 
     @classmethod
     def from_config(cls, cfg: Any) -> "DetectionSettings":
