@@ -153,6 +153,21 @@ def test_vsepp_and_vse0_are_the_in_batch_online_losses(sampler, reduce):
     assert out.loss.item() == pytest.approx(_vse_reference(images, texts, 0.2, reduce).item(), abs=1e-6)
 
 
+def test_infonce_is_the_symmetric_in_batch_cross_entropy():
+    model, mining = _tiny("infonce", temperature=0.1)
+    assert mining.memory is None and mining.in_batch
+    batch = _batch([0, 1, 2, 3])
+    out = itm_step(model, mining, *batch)
+    images, texts = model(*batch[:3])
+    logits = images @ texts.T / 0.1
+    log_p_i2t = logits.diag() - logits.logsumexp(dim=1)   # each image picks its caption among the batch's
+    log_p_t2i = logits.diag() - logits.logsumexp(dim=0)   # each caption picks its image
+    reference = -(log_p_i2t.sum() + log_p_t2i.sum()) / 4
+    assert out.loss.item() == pytest.approx(reference.item(), abs=1e-5)
+    hardest = (logits - torch.eye(4) * 1e9).argmax(dim=1)  # reported negative: the most similar non-pair caption
+    assert out.i2t_negative_ids.squeeze(1).tolist() == hardest.tolist()
+
+
 def test_random_sampler_draws_uniformly_among_non_positive_memory_candidates():
     model, mining = _tiny("random", memory_size=64)
     mining.start_epoch(0)

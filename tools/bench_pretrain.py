@@ -2,7 +2,9 @@
 
 Times full optimisation steps (forward of both views, loss, backward, SGD step) on
 random images of the given size, so data loading is excluded; compare with the data
-pipeline's own rate separately (``--loader``).
+pipeline's own rate separately (``--loader``). With several detections the variants run
+in turn, step by step, and each one's median step time is reported, so that the ratio
+holds on a shared machine.
 
 The settings are an experiment file (``--config``, default
 configs/experiments/bench_pretrain.yaml): ``base`` config keys (backbone, stem, image
@@ -23,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -46,8 +49,8 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_method(cfg: Any, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """Images/s and peak memory of ``args.steps`` steps of ``cfg.method`` with ``cfg.detection.mode``."""
+def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+    """One full optimisation step of ``cfg.method`` with ``cfg.detection.mode`` on fixed random images."""
     num_samples, clusters, batch, size = args.num_samples, cfg.detection.num_clusters, cfg.train.batch_size, cfg.data.image_size
     torch.manual_seed(0)
     cuda = device.type == "cuda"
@@ -64,30 +67,34 @@ def bench_method(cfg: Any, args: argparse.Namespace, device: torch.device) -> di
                       torch.randint(0, num_samples, (cfg.moco.queue_size,)))
     shape = (batch, 3, size, size)
     x1, x2 = (torch.randn(shape, device=device).contiguous(memory_format=memory_format) for _ in range(2))
-    amp = cuda
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> None:
         ids = torch.randint(0, num_samples, (batch,), device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             out = moco_step(model, model, queue, x1, x2, ids, detector, cfg) if queue is not None else \
                 simclr_step(model, x1, x2, ids, detector, cfg)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
 
+    return step
+
+
+def bench_steps(steps: dict[str, Callable[[], None]], args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds per step of each of ``steps``, run in turn step by step (after ``args.warmup``
+    untimed rounds), so that a shared machine's load changes hit every variant alike."""
     for _ in range(args.warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    return {"images_per_s": args.steps * batch / elapsed, "peak_mb": peak_memory_mb(device)}
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_loader(cfg: Any) -> float:
@@ -156,16 +163,18 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"size={cfg.data.image_size} batch={cfg.train.batch_size} queue={cfg.moco.queue_size} "
           f"samples={args.num_samples} clusters={','.join(map(str, cfg.detection.num_clusters))} steps={args.steps} "
           f"({experiment.path.name})\n")
-    print("| method | detection | images/s | peak memory (MiB) |\n|---|---|---|---|")
+    print("| method | detection | images/s (median step) | peak memory (MiB) |\n|---|---|---|---|")
     for method in methods:
-        rates = {}
-        for detection in detections:
-            run_cfg = experiment.config([*overrides, f"method={method}", f"detection.mode={detection}"])
-            result = bench_method(run_cfg, args, device)
-            rates[detection] = result["images_per_s"]
-            print(f"| {method} | {detection} | {result['images_per_s']:.1f} | {result['peak_mb']:.0f} |", flush=True)
-        if len(rates) == 2:
-            print(f"| {method} | step time ifnd / none | {rates['none'] / rates['ifnd']:.3f} | |", flush=True)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        steps = {detection: build_step(experiment.config([*overrides, f"method={method}", f"detection.mode={detection}"]),
+                                       args, device) for detection in detections}
+        seconds = bench_steps(steps, args)
+        for detection in detections:  # peak memory: the process's (the variants run interleaved)
+            print(f"| {method} | {detection} | {cfg.train.batch_size / seconds[detection]:.1f} | "
+                  f"{peak_memory_mb(device):.0f} |", flush=True)
+        if len(seconds) == 2:
+            print(f"| {method} | step time ifnd / none | {seconds['ifnd'] / seconds['none']:.3f} | |", flush=True)
     if args.loader:
         print(f"\ndata pipeline (two lightly views, {cfg.data.num_workers} workers): {bench_loader(cfg):.0f} images/s")
 

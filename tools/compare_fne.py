@@ -1,7 +1,7 @@
 """FNE against its baselines and ablations on the built-in demo set, over several seeds.
 
 Every run of the experiment file (``runs``: table row -> overrides; VSE++, VSE0, the hardest
-momentum candidate, uniform random draws, FNE and FNE with one part off) is trained with each
+momentum candidate, InfoNCE, uniform random draws, FNE and FNE with one part off) is trained with each
 seed (``seeds``), from the same initial weights and caption order per seed, and its ``best.pt``
 (best validation RSUM) is scored on the demo test split (200 images, 1,000 captions): RSUM with
 the one annotated image, and extended RSUM counting every image a caption fits. The table gives
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,6 +59,12 @@ def run_once(cfg: Any) -> dict[str, Any]:
     return score
 
 
+def run_folder(name: str) -> str:
+    """A table row's run folder: its name in lower case, runs of other characters as ``-``, so that
+    editing the table (a row added, removed or moved) never hands one row's cached score to another."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def _pm(values: list[float], digits: int = 1) -> str:
     mean, std = mean_std(values)
     return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -70,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out or experiment.settings["out"])
     seeds = experiment.settings["seeds"]
     configs = {(name, seed): experiment.config([*args.overrides, *overrides, format_override("seed", seed),
-                                                format_override("output_dir", str(out / f"run{index}" / f"seed{seed}"))])
-               for index, (name, overrides) in enumerate(experiment.settings["runs"].items()) for seed in seeds}
+                                                format_override("output_dir", str(out / run_folder(name) / f"seed{seed}"))])
+               for name, overrides in experiment.settings["runs"].items() for seed in seeds}
     scores = {}
     for done, (key, cfg) in enumerate(configs.items()):
         print(f"[{done + 1}/{len(configs)}] {key[0]} seed {key[1]}", flush=True)

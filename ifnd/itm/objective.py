@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ifnd.falseneg.bayes import FNESampler, SampledNegatives, sample_negatives
@@ -180,3 +181,27 @@ def itm_triplet_loss(
     t2i_loss, t2i_cols = directional_triplet(t2i, ids, candidate_ids, select, margin, pair_positive)
     return TripletOutput(bidirectional_triplet_loss(i2t_loss, t2i_loss), candidate_ids[i2t_cols], candidate_ids[t2i_cols],
                          candidate_ids)
+
+
+def itm_info_nce_loss(i2t: Tensor, t2i: Tensor, candidate_ids: Tensor, temperature: float) -> TripletOutput:
+    """Symmetric InfoNCE over the in-batch pairs (CLIP's objective): the pair is the one positive.
+
+    Args:
+        i2t: ``[B, G]`` online images x online captions of the global batch, column ``i`` of row ``i``
+            the pair (see :func:`similarities` on the in-batch layout).
+        t2i: ``[B, G]`` online captions x online images, same layout.
+        candidate_ids: ``[G]`` image ids of the columns.
+        temperature: softmax temperature.
+
+    Returns:
+        The cross-entropy of both directions summed and divided by ``B`` (the triplet losses'
+        reduction), with the most similar non-pair column of each row as its reported negative
+        (the one the softmax weighs most; used only by the same-class diagnostics).
+    """
+    targets = torch.arange(i2t.shape[0], device=i2t.device)
+    loss = (F.cross_entropy(i2t / temperature, targets, reduction="sum")
+            + F.cross_entropy(t2i / temperature, targets, reduction="sum")) / i2t.shape[0]
+    pair = targets.unsqueeze(1) == torch.arange(i2t.shape[1], device=i2t.device).unsqueeze(0)
+    select = hardest_selector(1)
+    return TripletOutput(loss, candidate_ids[select(i2t, i2t.diagonal(), pair)],
+                         candidate_ids[select(t2i, t2i.diagonal(), pair)], candidate_ids)

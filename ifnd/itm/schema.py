@@ -41,6 +41,7 @@ ITM_KEYS: dict[str, Option] = {
     "negatives.use_memory": Option(True, "Candidates are the momentum batch plus the memory (else the momentum batch only). FNE's warm-up epochs always use the batch only."),
     "negatives.memory_size": Option(8192, "Entries of the FIFO memory of momentum embeddings with image ids (>= the global batch: train.batch_size x processes)."),
     "negatives.margin": Option(0.2, "Triplet ranking margin."),
+    "negatives.temperature": Option(0.07, "infonce: softmax temperature of the symmetric in-batch InfoNCE."),
     "negatives.fne_warmup": Option("vsepp", "fne: what its warm-up epochs train. vsepp: VSE++ on online x online, the memory neither used nor filled (the original FNE code); hardest: the hardest momentum candidate of the batch, the memory filled.", ("vsepp", "hardest")),
     "negatives.stats_from": Option("online", "fne: the in-batch similarities its statistics come from. online: online images x online captions (the original FNE code); momentum: online x momentum, as the loss sees the candidates.", ("online", "momentum")),
     # --- training: Adam with a step decay ------------------------------------------

@@ -37,16 +37,17 @@ from ifnd.itm.objective import (
     gather_candidates,
     hardest_selector,
     in_batch_similarity,
+    itm_info_nce_loss,
     itm_triplet_loss,
     similarities,
 )
 from ifnd.runtime import distributed as dist
 
 
-SAMPLERS = ("fne", "hardest", "vsepp", "vse0", "random")
+SAMPLERS = ("fne", "hardest", "vsepp", "vse0", "infonce", "random")
 """Negative choices of ``itm-train`` (``negatives.sampler``)."""
 
-IN_BATCH = ("vsepp", "vse0")
+IN_BATCH = ("vsepp", "vse0", "infonce")
 """Samplers on the in-batch online x online layout (no momentum candidates, no memory)."""
 
 
@@ -61,6 +62,8 @@ class NegativeMining(nn.Module):
     * ``hardest``: the hardest momentum candidate (batch and memory).
     * ``vsepp``: VSE++, the hardest in-batch negative, online x online, the pair itself as the only positive.
     * ``vse0``: the sum of the hinges over every in-batch negative (VSE0), same layout.
+    * ``infonce``: symmetric InfoNCE over the in-batch pairs (CLIP's objective), same layout, at
+      ``temperature``.
     * ``random``: a uniformly random momentum candidate (batch and memory): FNE without its weights.
 
     Args:
@@ -73,13 +76,15 @@ class NegativeMining(nn.Module):
         fne_warmup: ``vsepp`` or ``hardest``, see above.
         stats_from: FNE statistics from the ``online`` x online in-batch similarities (the original) or
             ``momentum`` (online x momentum, as the loss sees the candidates).
+        temperature: ``infonce``'s softmax temperature.
 
     The draw generator is set for every step by the caller (:attr:`generator`), from the
     run's seed and ``(epoch, step, rank)``, so a resumed run draws the same negatives.
     """
 
     def __init__(self, kind: str, sampler: FNESampler | None, memory: IdRingBuffer | None, num_samples: int = 1,
-                 margin: float = 0.2, momentum: float = 0.995, fne_warmup: str = "vsepp", stats_from: str = "online"):
+                 margin: float = 0.2, momentum: float = 0.995, fne_warmup: str = "vsepp", stats_from: str = "online",
+                 temperature: float = 0.07):
         super().__init__()
         if kind not in SAMPLERS:
             raise ValueError(f"kind must be one of {SAMPLERS}, got {kind!r}")
@@ -91,6 +96,7 @@ class NegativeMining(nn.Module):
         self.momentum = momentum
         self.fne_warmup = fne_warmup
         self.stats_from = stats_from
+        self.temperature = temperature
         self.generator = torch.Generator()
         self.draws: list = []  # this step's FNE draws with their positive masks (see fne_selector)
 
@@ -111,7 +117,7 @@ class NegativeMining(nn.Module):
         sampler = FNESampler.from_config(cfg)  # None unless fne
         memory = IdRingBuffer.pairs(neg.memory_size, cfg.model.embed_dim) if use_memory else None
         return cls(neg.sampler, sampler, memory, neg.num_samples, neg.margin, cfg.model.momentum, neg.fne_warmup,
-                   neg.stats_from)
+                   neg.stats_from, neg.temperature)
 
     def start_epoch(self, epoch: int) -> None:
         """Set the sampler's epoch and reset its statistics (FNE)."""
@@ -165,6 +171,8 @@ def itm_step(model: ITMModel, mining: NegativeMining, images: Tensor, tokens: Te
             mining.sampler.update_stats((online[0] @ online[1].T).detach())
         candidates = Candidates(*(dist.local_first(t) for t in (*online, all_ids)))
         i2t, t2i = similarities(image_emb, text_emb, candidates)
+        if mining.kind == "infonce":
+            return itm_info_nce_loss(i2t, t2i, candidates.ids, mining.temperature)
         return itm_triplet_loss(i2t, t2i, candidates.ids, ids, mining.selector(), mining.margin, pair_positive=True)
     image_mom, text_mom = (dist.gather(t) for t in model.momentum_forward(images, tokens, lengths))
     if mining.kind == "fne":  # the global batch's statistics: the same on every rank
