@@ -10,7 +10,7 @@ import yaml
 from ifnd.config import ConfigError
 from ifnd.study import run as study_run
 from ifnd.study.spec import StudySpec
-from ifnd.study.summary import mean_std, paired_differences
+from ifnd.study.summary import mean_std, paired_differences, summary_table
 
 BASE = {
     "method": "simclr", "device": "cpu",
@@ -94,3 +94,12 @@ def test_a_run_directory_of_another_config_is_refused(tmp_path):
     other.pop("detection")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
     study_run.check_same_config(spec, "baseline", 0)
+
+
+def test_summary_lists_variants_without_runs_below_the_table(tmp_path):
+    spec = StudySpec.load(_study(tmp_path))
+    rows = [{"variant": "baseline", "seed": s, "status": "done", "knn5_top1": 80.0 + s, "knn20_top1": 70.0 + s,
+             "linear_top1": 85.0, "epoch_time_s": 1.0} for s in (0, 1)]
+    table = summary_table(spec, rows)
+    assert "| baseline | 2 | 80.50 ± 0.71 |" in table
+    assert "| oracle-full |" not in table and table.rstrip().endswith("Not run yet: oracle-full.")

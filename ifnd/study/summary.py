@@ -49,7 +49,10 @@ def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     head = ("| variant | seeds | " + " | ".join(f"kNN k={k}" for k in spec.knn_k) + f" | linear | Δ kNN k={spec.knn_k[0]} "
             "vs baseline (per seed) | Δ/sd | P mean | R mean | P end | R end | epoch s | round s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    not_run = [v for v in spec.variants if not any(r["variant"] == v for r in rows)]
     for variant in spec.variants:
+        if variant in not_run:
+            continue
         done = [r for r in rows if r["variant"] == variant and r.get("status") == "done"]
         diffs = paired_differences(rows, variant, spec.baseline, scores[0])
         d_mean, d_std = mean_std(diffs.values())
@@ -64,6 +67,7 @@ def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     diverged = [f"{r['variant']} seed {r['seed']}" for r in rows if r.get("status") == "diverged"]
     notes = [f"\nDiverged (NaN loss; not in the means): {', '.join(diverged)}."] if diverged else []
+    notes += [f"\nNot run yet: {', '.join(not_run)}."] if not_run else []
     return "\n".join(lines + notes) + "\n"
 
 
