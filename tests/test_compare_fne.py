@@ -45,6 +45,7 @@ def test_every_row_and_seed_runs_then_complete_runs_are_skipped(tmp_path, monkey
         tool.main(["--config", str(path)])
         first = capsys.readouterr().out
         assert "| InfoNCE |" in first and "| FNE, batch + memory |" in first
+        assert "test: 1,000 captions" in first and "shared verbatim" in first
         fne_rows = first.split("FNE's statistics")[1]
         assert "| FNE, batch + memory |" in fne_rows and "| InfoNCE |" not in fne_rows  # evidence for FNE runs only
         for folder in ("infonce", "fne-batch-memory"):

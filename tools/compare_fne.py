@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from ifnd.config import add_config_args, format_override, load_experiment
+from ifnd.itm.data import load_demo
 from ifnd.itm.evaluate import evaluate_checkpoint
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.itm.train import itm_train
@@ -70,6 +71,16 @@ def run_folder(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def describe_captions(split: Any) -> str:
+    """How much of a split's false negatives are verbatim copies, and how many images each caption fits."""
+    owners: dict[str, set[int]] = {}
+    for caption, image in zip(split.captions, split.caption_image):
+        owners.setdefault(caption, set()).add(int(image))
+    shared = sum(len(owners[caption]) > 1 for caption in split.captions) / len(split.captions)
+    return (f"{len(split.captions):,} captions, {100 * shared:.1f}% shared verbatim with another image, each fits "
+            f"{split.matches.sum(axis=1).mean():.1f} images on average")
+
+
 def _pm(values: list[float], digits: int = 1) -> str:
     mean, std = mean_std(values)
     return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -91,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = experiment.config(args.overrides)
     print(f"\ndemo set (digits + semantic captions), {cfg.model.backbone} {cfg.data.image_size} px, "
           f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, memory {cfg.negatives.memory_size}; seeds {seeds}; "
-          f"test split (200 images, 1,000 captions), best-val checkpoint ({experiment.path.name})\n")
+          f"test split (200 images, 1,000 captions), best-val checkpoint ({experiment.path.name})")
+    if cfg.data.name == "demo":
+        print(", ".join(f"{split}: {describe_captions(load_demo(split, cfg.data.image_size))}" for split in ("train", "test")))
+    print()
     print("| negatives | RSUM | per seed | extended RSUM | same-class negatives % |")
     print("|---" * 5 + "|")
     for name in experiment.settings["runs"]:
