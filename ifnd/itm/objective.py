@@ -134,6 +134,12 @@ def in_batch_similarity(images: Tensor, texts: Tensor, momentum_images: Tensor, 
     return (images @ momentum_texts.T + (texts @ momentum_images.T).T) / 2
 
 
+def pair_mask(sims: Tensor) -> Tensor:
+    """``[B, N]`` bool, true at column ``i`` of row ``i``: each anchor's own pair in the in-batch layout."""
+    rows, columns = (torch.arange(n, device=sims.device) for n in sims.shape)
+    return rows.unsqueeze(1) == columns.unsqueeze(0)
+
+
 def directional_triplet(
     sims: Tensor, anchor_ids: Tensor, candidate_ids: Tensor, select: NegativeSelector, margin: float,
     pair_positive: bool = False,
@@ -154,8 +160,7 @@ def directional_triplet(
     """
     pos_sims = sims.diagonal()
     if pair_positive:
-        columns = torch.arange(sims.shape[1], device=sims.device)
-        positive = columns.unsqueeze(0) == torch.arange(sims.shape[0], device=sims.device).unsqueeze(1)
+        positive = pair_mask(sims)
     else:
         positive = anchor_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)
     negatives = select(sims, pos_sims, positive)
@@ -201,7 +206,6 @@ def itm_info_nce_loss(i2t: Tensor, t2i: Tensor, candidate_ids: Tensor, temperatu
     targets = torch.arange(i2t.shape[0], device=i2t.device)
     loss = (F.cross_entropy(i2t / temperature, targets, reduction="sum")
             + F.cross_entropy(t2i / temperature, targets, reduction="sum")) / i2t.shape[0]
-    pair = targets.unsqueeze(1) == torch.arange(i2t.shape[1], device=i2t.device).unsqueeze(0)
-    select = hardest_selector(1)
+    pair, select = pair_mask(i2t), hardest_selector(1)
     return TripletOutput(loss, candidate_ids[select(i2t, i2t.diagonal(), pair)],
                          candidate_ids[select(t2i, t2i.diagonal(), pair)], candidate_ids)
