@@ -8,9 +8,82 @@ the detectors share one code path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 MODES = ("elimination", "attraction")
+
+
+@dataclass
+class LossMasks:
+    """Which candidates a row's InfoNCE sums over and which are its positives, as float weights.
+
+    ``kept``: ``[(L,) B, M]`` 1.0 for the candidates in the denominator, or None for all of them;
+    ``positives``: ``[(L,) B, M]`` 1.0 for the positives (the rows' true positives and, with
+    attraction, the detected false negatives). A leading ``L`` (one slice per granularity
+    level) averages the loss over the levels. Built once by :func:`loss_masks` and shared by
+    every logit matrix of a step that has the same anchors and candidates (MoCo's two directions).
+    """
+
+    kept: torch.Tensor | None
+    positives: torch.Tensor
+
+
+def loss_masks(
+    positive_mask: torch.Tensor,
+    false_negative_mask: torch.Tensor | None = None,
+    exclude_mask: torch.Tensor | None = None,
+    mode: str = "elimination",
+) -> LossMasks:
+    """The :class:`LossMasks` of InfoNCE with detected false negatives removed or attracted.
+
+    Args:
+        positive_mask: ``[B, M]`` bool, the anchor's true positive(s) (at least one a row).
+        false_negative_mask: ``[B, M]`` (or ``[L, B, M]``) bool, detected false negatives, or None.
+        exclude_mask: ``[B, M]`` bool, candidates that are never part of the loss
+            (the anchor itself in SimCLR's 2N x 2N layout), or None.
+        mode: ``elimination`` drops false negatives from the denominator (IFND eq.);
+            ``attraction`` counts them as further positives and averages the
+            log-likelihood over all positives of a row (SupCon's L_out).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    kept = None if exclude_mask is None else ~exclude_mask  # None: every column
+    positives = positive_mask
+    if false_negative_mask is not None:
+        detected = false_negative_mask & ~positive_mask
+        if mode == "elimination":
+            kept = ~detected if kept is None else kept & ~detected
+        else:
+            positives = positive_mask | detected
+            if kept is not None:
+                positives = positives & kept
+    return LossMasks(None if kept is None else kept.float(), positives.float())
+
+
+def info_nce(logits: torch.Tensor, masks: LossMasks) -> torch.Tensor:
+    """Mean InfoNCE over anchors (and levels) of ``logits [B, M]`` under ``masks``.
+
+    Per row, the loss is ``log sum_{j kept} exp(l_j) - mean_{p positive} l_p``. The
+    exponentials are taken once, on ``[B, M]``, shifted by the row's largest logit; each
+    level's sum is then a masked dot product with them, so a level costs one pass over its
+    mask (forward and backward) instead of a log-sum-exp of its own. Computed in float32
+    (also under autocast). The shift is exact as long as a row's kept logits are not all more
+    than ~87 below its largest one (with unit-norm embeddings: temperature above about
+    0.025); below that the sum underflows and the loss becomes infinite. A ``-inf`` logit
+    removes its candidate (FNE's zero sampling weights).
+
+    Returns:
+        Scalar loss.
+    """
+    logits = logits.float()
+    shift = logits.detach().amax(-1, keepdim=True)  # [B, 1]
+    scaled = (logits - shift).exp()                 # [B, M]
+    total = scaled.sum(-1) if masks.kept is None else _row_dot(masks.kept, scaled)            # [(L,) B]
+    finite = logits.clamp(min=torch.finfo(logits.dtype).min)  # a -inf logit (a candidate weighted 0) times 0 is NaN
+    positive_mean = _row_dot(masks.positives, finite) / masks.positives.sum(-1).clamp(min=1)  # [(L,) B]
+    return (total.log() + shift.squeeze(-1) - positive_mean).mean()
 
 
 def masked_info_nce(
@@ -22,38 +95,16 @@ def masked_info_nce(
 ) -> torch.Tensor:
     """Mean InfoNCE over anchors, with detected false negatives removed or attracted.
 
-    Every mask may carry leading dimensions (e.g. ``[L, B, M]``, one slice per granularity
-    level) that broadcast against ``[B, M]``; the loss is then the mean over all of them, so
-    the levels are averaged in one batched log-sum-exp.
-
-    Args:
-        logits: ``[B, M]`` similarities / temperature between anchors and candidates.
-        positive_mask: ``[B, M]`` bool, the anchor's true positive(s) (at least one a row).
-        false_negative_mask: ``[B, M]`` (or ``[L, B, M]``) bool, detected false negatives, or None.
-        exclude_mask: ``[B, M]`` bool, candidates that are never part of the loss
-            (the anchor itself in SimCLR's 2N x 2N layout), or None.
-        mode: ``elimination`` drops false negatives from the denominator (IFND eq.);
-            ``attraction`` counts them as further positives and averages the
-            log-likelihood over all positives of a row (SupCon's L_out).
-
-    Returns:
-        Scalar loss.
+    ``logits [B, M]`` are similarities / temperature between anchors and candidates; the masks
+    are those of :func:`loss_masks` (a false-negative mask ``[L, B, M]`` averages the loss over
+    its ``L`` levels in one pass). Returns the scalar :func:`info_nce`.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    in_loss = torch.ones_like(positive_mask) if exclude_mask is None else ~exclude_mask
-    positives = positive_mask
-    if false_negative_mask is not None:
-        false_negative_mask = false_negative_mask & ~positive_mask
-        if mode == "elimination":
-            in_loss = in_loss & ~false_negative_mask
-        else:
-            positives = positive_mask | false_negative_mask
-    positives = positives & in_loss
-    masked = logits.masked_fill(~in_loss, float("-inf"))
-    log_prob = masked - torch.logsumexp(masked, dim=-1, keepdim=True)  # [(L,) B, M]
-    per_row = -torch.where(positives, log_prob, 0.0).sum(-1) / positives.sum(-1).clamp(min=1)
-    return per_row.mean()
+    return info_nce(logits, loss_masks(positive_mask, false_negative_mask, exclude_mask, mode))
+
+
+def _row_dot(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``sum_m mask[..., b, m] * values[b, m]``: ``mask [(L,) B, M]``, ``values [B, M]`` -> ``[(L,) B]``."""
+    return torch.einsum("...bm,bm->...b", mask, values)
 
 
 def simclr_layout(z1: torch.Tensor, z2: torch.Tensor, ids: torch.Tensor, temperature: float):

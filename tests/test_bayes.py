@@ -186,11 +186,11 @@ def test_weights_before_ready_are_kernel_positive_mask_and_cut_down_at_mean_zero
     stats = SimilarityStats(min_positives=10)
     sims = torch.tensor([[0.9, 0.5, 0.1, -0.3]], dtype=F64)
     mask = torch.tensor([[True, False, False, False]])
-    weights, p_fn = sampling_weights(sims, torch.tensor([0.9], dtype=F64), mask, stats)
+    weights, switched = sampling_weights(sims, torch.tensor([0.9], dtype=F64), mask, stats)
     # the original's kernel exp(-0.5 (s - 0.9)^2): exp(-0.08), exp(-0.32); before any positive the running
     # mean is 0, so the cut-down (as in the original) already zeroes s <= 0 - 0.2
     assert_close(weights, torch.tensor([[0.0, math.exp(-0.08), math.exp(-0.32), 0.0]], dtype=F64))
-    assert bool((p_fn == 0).all())
+    assert not switched.any()
     weights, _ = sampling_weights(sims, torch.tensor([0.9], dtype=F64), mask, stats, cut_down=False)
     assert weights[0, 3] == pytest.approx(math.exp(-0.5 * 1.44))
 
@@ -213,14 +213,15 @@ def test_likely_false_negatives_are_down_weighted():
     sims = torch.tensor([[0.9, 0.8, 0.4]], dtype=F64)
     pos_sims = torch.tensor([0.9], dtype=F64)
     mask = torch.tensor([[True, False, False]])
-    weights, p_fn = sampling_weights(sims, pos_sims, mask, stats, cut_down=False)
+    weights, switched = sampling_weights(sims, pos_sims, mask, stats, cut_down=False)
     kernel = torch.exp(-0.5 * (sims - 0.9).square())  # the original's tau = 0.5
+    p_fn = false_negative_probability(sims, stats)
     # s = 0.8 sits at the positive mean: P_fn ~ 0.45 > 1e-3, weight exp(-0.5 P_fn) < its kernel 0.995
-    assert p_fn[0, 1] > 1e-3
+    assert p_fn[0, 1] > 1e-3 and switched[0, 1]
     assert_close(weights[0, 1], torch.exp(-0.5 * p_fn[0, 1]))
     assert weights[0, 1] < kernel[0, 1]
     # s = 0.4: P_fn ~ 5e-6 < 1e-3, the kernel stays
-    assert p_fn[0, 2] < 1e-3
+    assert p_fn[0, 2] < 1e-3 and not switched[0, 2]
     assert_close(weights[0, 2], kernel[0, 2])
 
 
@@ -275,7 +276,7 @@ def test_sampler_warmup_returns_hardest_then_samples():
     assert sampler.in_warmup
     assert out.indices.tolist() == [[1], [2]]
     assert out.weights.tolist() == [[0, 1, 0, 0], [0, 0, 1, 0]]
-    assert bool((out.p_fn == 0).all()) and out.drawn_weights.tolist() == [[1.0], [1.0]]
+    assert not out.switched.any() and out.drawn_weights.tolist() == [[1.0], [1.0]]
 
     sampler.update_stats(torch.tensor([[0.9, 0.2, 0.3], [0.1, 0.8, 0.5], [0.4, 0.7, 0.6]]))
     assert sampler.stats.ready
@@ -283,10 +284,10 @@ def test_sampler_warmup_returns_hardest_then_samples():
     assert not sampler.in_warmup and not sampler.stats.ready  # a new epoch resets statistics
     sampler.update_stats(torch.tensor([[0.9, 0.2, 0.3], [0.1, 0.8, 0.5], [0.4, 0.7, 0.6]]))
     gen = torch.Generator().manual_seed(0)
-    indices, drawn, weights, p_fn = sampler(sims, pos_sims, mask, num_samples=50, generator=gen)
-    expected_w, expected_p = sampling_weights(sims, pos_sims, mask, sampler.stats)
+    indices, drawn, weights, switched = sampler(sims, pos_sims, mask, num_samples=50, generator=gen)
+    expected_w, expected_switched = sampling_weights(sims, pos_sims, mask, sampler.stats)
     assert_close(weights, expected_w)
-    assert_close(p_fn, expected_p)
+    assert torch.equal(switched, expected_switched)
     assert bool((weights.gather(1, indices) > 0).all())
     assert_close(drawn, weights.gather(1, indices))
 
@@ -300,3 +301,16 @@ def test_sampler_state_dict_round_trip():
     assert int(restored.epoch) == 3 and not restored.in_warmup
     assert restored.stats.pos_mean == pytest.approx(0.85)
     assert restored.stats.neg_mean == pytest.approx((0.3 + 0.5 + 0.4 + 0.7) / 4)
+
+
+@pytest.mark.parametrize("pos_std, neg_std", [(0.05, 0.2), (0.2, 0.05), (0.1, 0.1)])  # a > 0, a < 0, a = 0
+@pytest.mark.parametrize("limit", [-30.0, -3.0, 0.0, 4.0, 200.0])
+def test_log_odds_above_a_limit_from_the_roots_matches_the_quadratic(pos_std, neg_std, limit):
+    stats = SimilarityStats(min_positives=1)
+    stats.update(0.7 + pos_std * torch.tensor([-1.0, 1.0], dtype=F64), 0.3 + neg_std * torch.tensor([-1.0, 1.0], dtype=F64))
+    sims = torch.linspace(-1, 1, 2001, dtype=F64)
+    log_odds = stats.log_odds(sims, offset=-2.0)
+    expected = log_odds > limit
+    above = stats.log_odds_above(sims, limit, offset=-2.0)
+    near_root = (log_odds - limit).abs() < 1e-9
+    assert torch.equal(above[~near_root], expected[~near_root])

@@ -47,11 +47,11 @@ def test_weights_and_posterior_match_the_literal_formulas(method, cut_down, dtyp
     mask = torch.rand(16, 300, generator=gen) < 0.05
     stats = _stats(method)
     args = dict(tau=0.3, prior=0.05, cut_down=cut_down, cut_margin=0.2)
-    weights, p_fn = sampling_weights(sims, pos_sims, mask, stats, fn_threshold=1e-3, **args)
+    weights, switched = sampling_weights(sims, pos_sims, mask, stats, fn_threshold=1e-3, **args)
     expected_w, expected_p = _reference_weights(sims, pos_sims, mask, stats, threshold=1e-3, **args)
     assert bool(((expected_p > 1e-3) & (expected_p < 0.999)).any())  # the replacement branch is exercised
     tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else {}
-    assert_close(p_fn, expected_p, **tol)
+    assert torch.equal(switched, expected_p > 1e-3)
     assert_close(weights, expected_w, **tol)
     assert_close(false_negative_probability(sims, stats, 0.05), expected_p, **tol)
 
@@ -105,12 +105,12 @@ def test_fne_monitor_sums_by_hand():
     from ifnd.falseneg.bayes import SampledNegatives
     from ifnd.itm.fne_monitor import FNEMonitor
 
-    monitor = FNEMonitor(fn_threshold=0.5)
+    monitor = FNEMonitor()
     weights = torch.tensor([[0.0, 0.2, 0.6, 1.0]])
-    p_fn = torch.tensor([[0.9, 0.7, 0.1, 0.0]])
+    switched = torch.tensor([[True, True, False, False]])
     positive = torch.tensor([[True, False, False, False]])
     same_class = torch.tensor([[True, True, False, False]])  # candidate 1: a true false negative
-    draws = SampledNegatives(torch.tensor([[2]]), weights[:, 2:3], weights, p_fn)
+    draws = SampledNegatives(torch.tensor([[2]]), weights[:, 2:3], weights, switched)
     monitor.observe(draws, positive, True, same_class)
     monitor.observe(draws, positive, False, same_class)
     stats = SimilarityStats(min_positives=1)

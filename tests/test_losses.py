@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
-from ifnd.pretrain.steps import level_loss
+from ifnd.losses import info_nce, masked_info_nce, moco_layout, simclr_layout
+from ifnd.pretrain.steps import level_masks
 
 
 def test_simclr_layout_without_masks_equals_lightly_ntxent():
@@ -87,7 +87,35 @@ def test_level_masks_average_the_per_level_losses(mode):
     excl = torch.tensor([[False, False, False, True], [False, False, False, False]])
     per_level = [masked_info_nce(logits, pos, m, excl, mode) for m in levels]
     assert per_level[0] != per_level[1]
-    assert level_loss(logits, pos, levels, excl, mode).item() == pytest.approx(
+    assert info_nce(logits, level_masks(pos, levels, excl, mode)).item() == pytest.approx(
         (per_level[0] + per_level[1]).item() / 2, abs=1e-6)
     union = masked_info_nce(logits, pos, levels.any(0), excl, mode)
-    assert level_loss(logits, pos, levels, excl, mode, combine="union").item() == pytest.approx(union.item(), abs=1e-6)
+    assert info_nce(logits, level_masks(pos, levels, excl, mode, combine="union")).item() == pytest.approx(union.item(), abs=1e-6)
+
+
+def test_a_detected_logit_far_above_the_kept_ones_leaves_the_loss_exact():
+    # the row's largest logit (the shift) is detected and 60 above the kept ones
+    logits = torch.tensor([[1.0, 61.0, 0.5, -0.5]], dtype=torch.float64)
+    pos = torch.tensor([[True, False, False, False]])
+    fn = torch.tensor([[False, True, False, False]])
+    expected = -(1.0 - math.log(math.exp(1.0) + math.exp(0.5) + math.exp(-0.5)))
+    assert masked_info_nce(logits.float(), pos, fn).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_bfloat16_logits_are_summed_in_float32():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 300) * 5
+    pos = torch.zeros(8, 300, dtype=torch.bool)
+    pos[:, 0] = True
+    loss = masked_info_nce(logits.bfloat16(), pos)
+    assert loss.dtype == torch.float32
+    assert loss.item() == masked_info_nce(logits.bfloat16().float(), pos).item()
+
+
+def test_a_minus_infinity_logit_removes_its_candidate_without_nan():
+    logits = torch.tensor([[2.0, float("-inf"), 0.5]], requires_grad=True)
+    pos = torch.tensor([[True, False, False]])
+    loss = masked_info_nce(logits, pos)
+    loss.backward()
+    assert loss.item() == pytest.approx(-(2.0 - math.log(math.exp(2.0) + math.exp(0.5))), abs=1e-6)
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 1] == 0

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -48,6 +46,7 @@ from ifnd.itm.objective import gather_candidates, similarities
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.itm.step import NegativeMining, itm_step
 from ifnd.itm.text import Vocabulary
+from ifnd.runtime.timing import interleaved_median_times
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "bench_fne_step.yaml"
 SETTINGS = ("steps", "warmup_steps", "threads")
@@ -114,17 +113,8 @@ def model_mining(sampler: str, args: argparse.Namespace, model: ITMModel, batche
 
 
 def bench(make_step: Callable[[str], Callable[[], None]], steps: int) -> dict[str, float]:
-    """Median seconds per step of each sampler; the samplers alternate step by step (order flipped
-    every step), so that a busy neighbour slows both alike."""
-    runners = {name: make_step(name) for name in SAMPLERS}
-    times: dict[str, list[float]] = {name: [] for name in SAMPLERS}
-    for index in range(steps + 2):  # the first two rounds warm up
-        for name in (SAMPLERS if index % 2 == 0 else SAMPLERS[::-1]):
-            start = time.perf_counter()
-            runners[name]()
-            if index >= 2:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median seconds per step of each sampler, the samplers interleaved (:func:`interleaved_median_times`)."""
+    return interleaved_median_times({name: make_step(name) for name in SAMPLERS}, steps, warmup=2)
 
 
 def synthetic_batch(args: argparse.Namespace) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -3,8 +3,8 @@
 Times full optimisation steps (forward of both views, loss, backward, SGD step) on
 random images of the given size, so data loading is excluded; compare with the data
 pipeline's own rate separately (``--loader``). With several detections the variants run
-in turn, step by step, and each one's median step time is reported, so that the ratio
-holds on a shared machine.
+in turn, step by step (the order reversed every round), and each one's median step time
+is reported, so that the ratio holds on a shared machine.
 
 The settings are an experiment file (``--config``, default
 configs/experiments/bench_pretrain.yaml): ``base`` config keys (backbone, stem, image
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,6 +37,7 @@ from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.pretrain.optim import build_optimizer
 from ifnd.pretrain.steps import moco_step, simclr_step
+from ifnd.runtime.timing import interleaved_median_times
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "bench_pretrain.yaml"
 SETTINGS = ("methods", "detections", "num_samples", "steps", "warmup", "lr", "loader")
@@ -80,21 +80,6 @@ def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Call
             torch.cuda.synchronize()
 
     return step
-
-
-def bench_steps(steps: dict[str, Callable[[], None]], args: argparse.Namespace) -> dict[str, float]:
-    """Median seconds per step of each of ``steps``, run in turn step by step (after ``args.warmup``
-    untimed rounds), so that a shared machine's load changes hit every variant alike."""
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.steps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_loader(cfg: Any) -> float:
@@ -169,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             torch.cuda.reset_peak_memory_stats(device)
         steps = {detection: build_step(experiment.config([*overrides, f"method={method}", f"detection.mode={detection}"]),
                                        args, device) for detection in detections}
-        seconds = bench_steps(steps, args)
+        seconds = interleaved_median_times(steps, args.steps, args.warmup)
         for detection in detections:  # peak memory: the process's (the variants run interleaved)
             print(f"| {method} | {detection} | {cfg.train.batch_size / seconds[detection]:.1f} | "
                   f"{peak_memory_mb(device):.0f} |", flush=True)

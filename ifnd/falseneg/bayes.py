@@ -192,17 +192,48 @@ class SimilarityStats(nn.Module):
         if self.method == "histogram":
             log_pos, log_neg = self.log_likelihoods(sims)
             return log_pos.sub_(log_neg).add_(offset)
+        a, b, c = self._log_odds_quadratic(offset)
+        return torch.mul(sims, a).add_(b).mul_(sims).add_(c)
+
+    def log_odds_above(self, sims: Tensor, limit: float, offset: float = 0.0) -> Tensor:
+        """``log_odds(sims, offset) > limit`` as a bool tensor the shape of ``sims``.
+
+        Gaussian: the quadratic's roots are found once, so the test is one or two comparisons
+        per similarity instead of evaluating the quadratic (the same set up to rounding at the
+        roots).
+        """
+        if self.method == "histogram" or math.isinf(limit):
+            return self.log_odds(sims, offset) > limit
+        return _quadratic_positive(sims, *self._log_odds_quadratic(offset - limit))
+
+    def _log_odds_quadratic(self, offset: float) -> tuple[float, float, float]:
+        """``(a, b, c)`` with ``log p(s | pos) - log p(s | neg) + offset = a s^2 + b s + c`` (Gaussian)."""
         (mean_p, var_p), (mean_n, var_n) = self._moments(_POS), self._moments(_NEG)
         var_p, var_n = max(var_p, self.min_var), max(var_n, self.min_var)
         a = 0.5 * (1 / var_n - 1 / var_p)
         b = mean_p / var_p - mean_n / var_n
         c = 0.5 * (mean_n**2 / var_n - mean_p**2 / var_p + math.log(var_n / var_p)) + offset
-        return torch.mul(sims, a).add_(b).mul_(sims).add_(c)
+        return a, b, c
 
     def likelihoods(self, sims: Tensor) -> tuple[Tensor, Tensor]:
         """``(p(s | positive), p(s | negative))``, each the shape and dtype of ``sims``."""
         log_pos, log_neg = self.log_likelihoods(sims)
         return log_pos.exp(), log_neg.exp()
+
+
+def _quadratic_positive(x: Tensor, a: float, b: float, c: float) -> Tensor:
+    """``a x^2 + b x + c > 0`` elementwise, from the roots: bool, the shape of ``x``."""
+    if a == 0:
+        if b == 0:
+            return torch.full_like(x, c > 0, dtype=torch.bool)
+        return x > -c / b if b > 0 else x < -c / b
+    disc = b * b - 4 * a * c
+    if disc <= 0:  # one sign everywhere (0 at a double root)
+        return torch.full_like(x, a > 0 and disc < 0, dtype=torch.bool)
+    q = -0.5 * (b + math.copysign(math.sqrt(disc), b))  # the stable pair of roots q / a, c / q
+    low, high = sorted((q / a, c / q))
+    distance = torch.sub(x, 0.5 * (low + high)).abs_()  # from the middle of the roots: one comparison, not two
+    return distance > 0.5 * (high - low) if a > 0 else distance < 0.5 * (high - low)
 
 
 @torch.no_grad()
@@ -265,14 +296,18 @@ def sampling_weights(
     cut_down: bool = True,
     cut_margin: float = 0.2,
 ) -> tuple[Tensor, Tensor]:
-    """Unnormalised sampling weight of every candidate, and its false-negative probability.
+    """Unnormalised sampling weight of every candidate, and which ones passed the Bayes switch.
 
     As the original FNE code (``choice_negative``): ``w = exp(-tau (s - s_pos)^2)``; where
     ``P_fn > fn_threshold`` it becomes ``exp(-tau P_fn)`` (a likely false negative is
     down-weighted, not removed). With ``cut_down``, ``w = 0`` for easy negatives,
     ``s <= stats.pos_mean - cut_margin``, from the first call on: before any positive is
     seen the running mean is 0, as in the original. Known positives always get ``w = 0``.
-    ``P_fn`` is used only once ``stats.ready``; before that it is 0.
+    The switch acts only once ``stats.ready``.
+
+    ``P_fn > fn_threshold`` is tested on the similarities (:meth:`SimilarityStats.log_odds_above`)
+    and ``P_fn`` is computed only for the candidates that pass, usually a small share: the
+    weights cost a few passes over ``[B, N]`` instead of a dozen.
 
     Args:
         sims: ``[B, N]`` float, anchor-candidate similarities.
@@ -286,18 +321,24 @@ def sampling_weights(
         cut_margin: how far below the positive mean a negative counts as easy.
 
     Returns:
-        ``(weights [B, N] >= 0, p_fn [B, N])``, detached, dtype of ``sims``.
+        ``(weights [B, N] >= 0, switched [B, N] bool)``: detached, weights in the dtype of
+        ``sims``; ``switched`` marks the candidates with ``P_fn > fn_threshold`` (none before
+        ``stats.ready``).
     """
     sims = sims.detach()
     weights = torch.sub(sims, pos_sims.detach().unsqueeze(1)).square_().mul_(-tau).exp_()
-    if stats.ready:
-        p_fn = false_negative_probability(sims, stats, prior)
-        # weights += [p_fn > threshold] * (exp(-tau p_fn) - weights), in place: few large buffers
-        weights.add_(p_fn.mul(-tau).exp_().sub_(weights).mul_(p_fn > fn_threshold))
+    if stats.ready and fn_threshold < 1:
+        prior_logit = math.log(prior) - math.log1p(-prior)
+        limit = math.log(fn_threshold) - math.log1p(-fn_threshold) if fn_threshold > 0 else -math.inf
+        switched = stats.log_odds_above(sims, limit, offset=prior_logit)
+        flat = switched.view(-1).nonzero().squeeze(1)  # flat indices: cheaper than (row, column) pairs
+        if len(flat):
+            p_fn = false_negative_probability(sims.reshape(-1).index_select(0, flat), stats, prior)
+            weights.view(-1).index_copy_(0, flat, p_fn.mul_(-tau).exp_())
     else:
-        p_fn = torch.zeros_like(sims)
+        switched = torch.zeros_like(sims, dtype=torch.bool)
     zeroed = (sims <= stats.pos_mean - cut_margin).logical_or_(positive_mask) if cut_down else positive_mask
-    return weights.masked_fill_(zeroed, 0.0), p_fn
+    return weights.masked_fill_(zeroed, 0.0), switched
 
 
 @torch.no_grad()
@@ -400,8 +441,8 @@ class SampledNegatives(NamedTuple):
     """``[B, K]`` float, their sampling weights."""
     weights: Tensor
     """``[B, N]`` float, the full weight matrix."""
-    p_fn: Tensor
-    """``[B, N]`` float, false-negative probabilities (0 while not used)."""
+    switched: Tensor
+    """``[B, N]`` bool, the candidates past the Bayes switch (none while it is not used)."""
 
 
 class FNESampler(nn.Module):
@@ -409,7 +450,7 @@ class FNESampler(nn.Module):
 
     During the first ``warmup_epochs`` epochs (0-based ``epoch < warmup_epochs``) it
     returns the ``K`` hardest non-positive candidates (VSE++ for ``K = 1``), with weight
-    1 on them and 0 elsewhere and ``p_fn = 0``; afterwards it draws with
+    1 on them and 0 elsewhere and none past the switch; afterwards it draws with
     :func:`sampling_weights` and :func:`sample_negatives`. Its state (the statistics and
     the epoch) is in buffers, so it is saved with the model that owns it.
 
@@ -477,7 +518,7 @@ class FNESampler(nn.Module):
             sims: ``[B, N]`` anchor-candidate similarities; pos_sims: ``[B]``; positive_mask: ``[B, N]`` bool.
 
         Returns:
-            ``(weights [B, N] >= 0, p_fn [B, N])``, detached.
+            ``(weights [B, N] >= 0, switched [B, N] bool)``, detached.
         """
         return sampling_weights(sims, pos_sims, positive_mask, self.stats, tau=self.tau, prior=self.prior,
                                 fn_threshold=self.fn_threshold, cut_down=self.cut_down, cut_margin=self.cut_margin)
@@ -501,12 +542,12 @@ class FNESampler(nn.Module):
 
         Returns:
             :class:`SampledNegatives` ``(indices [B, K], drawn_weights [B, K],
-            weights [B, N], p_fn [B, N])``, all detached.
+            weights [B, N], switched [B, N])``, all detached.
         """
         if self.in_warmup:
             indices = hardest_negative_indices(sims, positive_mask, k=num_samples)
             weights = torch.zeros_like(sims).scatter_(1, indices, 1.0)
-            return SampledNegatives(indices, weights.gather(1, indices), weights, torch.zeros_like(weights))
-        weights, p_fn = self.weights(sims, pos_sims, positive_mask)
+            return SampledNegatives(indices, weights.gather(1, indices), weights, torch.zeros_like(positive_mask))
+        weights, switched = self.weights(sims, pos_sims, positive_mask)
         indices, drawn = _draw(sims, weights, positive_mask, num_samples, generator)  # weights are masked already
-        return SampledNegatives(indices, drawn, weights, p_fn)
+        return SampledNegatives(indices, drawn, weights, switched)

@@ -31,13 +31,14 @@ def false_negative_mask(
         raise ValueError(f"labels must be an [L, N] table, got shape {tuple(labels.shape)}")
     anchors = anchor_ids.to(labels.device)
     candidates = candidate_ids.to(labels.device)
-    filled = candidates >= 0
-    anchor_labels = labels[:, anchors]  # [L, B]
-    candidate_labels = torch.where(filled, labels[:, candidates.clamp(min=0)], -1)  # [L, M]
-    same = anchor_labels.unsqueeze(2) == candidate_labels.unsqueeze(1)
-    accepted = (anchor_labels >= 0).unsqueeze(2) & (candidate_labels >= 0).unsqueeze(1)
-    other_sample = anchors.unsqueeze(1) != candidates.unsqueeze(0)  # [B, M]
-    return same & accepted & other_sample
+    anchor_labels = labels[:, anchors].T  # [B, L]
+    anchor_labels = torch.where(anchor_labels >= 0, anchor_labels, -2)  # -2 matches no candidate label
+    candidate_labels = torch.where(candidates >= 0, labels[:, candidates.clamp(min=0)], -1)  # [L, M], -1: none
+    same = anchor_labels.unsqueeze(2) == candidate_labels.unsqueeze(0)  # [B, L, M]: both accepted and equal
+    same &= (anchors.unsqueeze(1) != candidates.unsqueeze(0)).unsqueeze(1)  # not the anchor's own sample
+    # [L, B, M] view of [B, L, M] memory: the loss's per-level dot products (an einsum over b)
+    # then read each anchor's levels contiguously, without a transposed copy
+    return same.permute(1, 0, 2)
 
 
 def any_level(mask: torch.Tensor) -> torch.Tensor:

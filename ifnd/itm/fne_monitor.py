@@ -24,8 +24,7 @@ FIELDS = ("calls", "ready", "candidates", "above", "fn_weight", "fn_count", "neg
 class FNEMonitor:
     """Sums over one epoch's FNE draws (reset with :meth:`reset`, summed over ranks in :meth:`record`)."""
 
-    def __init__(self, fn_threshold: float):
-        self.fn_threshold = fn_threshold
+    def __init__(self) -> None:
         self.sums = torch.zeros(len(FIELDS), dtype=torch.float64)
 
     def reset(self) -> None:
@@ -36,13 +35,13 @@ class FNEMonitor:
         """One sampler call.
 
         Args:
-            draws: its result (``weights [B, N]``, ``p_fn [B, N]``).
+            draws: its result (``weights [B, N]``, ``switched [B, N]``).
             positive: ``[B, N]`` bool, the known positives (same image).
             ready: whether the statistics were ready.
             same_class: ``[B, N]`` bool, candidates of the anchor's class, or None when the data have no classes.
         """
         negative = ~positive
-        values = [1.0, float(ready), float(negative.sum()), float(((draws.p_fn > self.fn_threshold) & negative).sum())]
+        values = [1.0, float(ready), float(negative.sum()), float((draws.switched & negative).sum())]
         if same_class is None:
             values += [0.0, 0.0, 0.0, 0.0]
         else:

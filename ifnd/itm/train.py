@@ -86,7 +86,7 @@ class ITMTask:
         self.num_samples = len(self.pairs)
         self.labels = None if self.train_split.labels is None else torch.from_numpy(self.train_split.labels).to(self.device)
         self.same_class, self.drawn = 0, 0
-        self.fne_monitor = FNEMonitor(cfg.negatives.fn_threshold) if self.mining.kind == "fne" else None
+        self.fne_monitor = FNEMonitor() if self.mining.kind == "fne" else None
         self.out: TripletOutput | None = None
         self.ids: torch.Tensor | None = None  # [B] image ids of the last step's pairs
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.masks import any_level
-from ifnd.losses import masked_info_nce, moco_layout, simclr_layout
+from ifnd.losses import LossMasks, info_nce, loss_masks, moco_layout, simclr_layout
 from ifnd.models.contrastive import MoCoModel
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.runtime import distributed as dist
@@ -30,15 +31,15 @@ class StepOutput:
     fn_masks: torch.Tensor | None  # [L, A, M] bool, detected per level (None: no detection yet)
 
 
-def level_loss(logits, positive, masks: torch.Tensor | None, exclude, mode: str, combine: str = "average") -> torch.Tensor:
-    """:func:`masked_info_nce` over the granularity levels of ``masks [L, B, M]``.
+def level_masks(positive, masks: torch.Tensor | None, exclude, mode: str, combine: str = "average") -> LossMasks:
+    """The :class:`LossMasks` of the granularity levels of ``masks [L, B, M]``.
 
-    ``combine="average"``: the mean of the per-level losses, computed in one batched
-    log-sum-exp; ``"union"``: one loss whose false negatives are the pairs of any level.
+    ``combine="average"``: the mean of the per-level losses, in one batched pass;
+    ``"union"``: one loss whose false negatives are the pairs of any level.
     """
     if masks is not None and combine == "union":
         masks = any_level(masks)
-    return masked_info_nce(logits, positive, masks, exclude, mode)
+    return loss_masks(positive, masks, exclude, mode)
 
 
 def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
@@ -54,7 +55,7 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
     sims = logits.detach() * cfg.simclr.temperature if detector.needs_similarities else None
     masks = detector.masks(anchor_ids, ids2, sims)
-    loss = level_loss(logits, positive, masks, exclude, cfg.detection.loss, cfg.detection.combine)
+    loss = info_nce(logits, level_masks(positive, masks, exclude, cfg.detection.loss, cfg.detection.combine))
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
 
 
@@ -72,21 +73,24 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
     q1, q2 = forward(torch.cat([x1, x2])).chunk(2)
     k1, k2 = model.target(x1), model.target(x2)
     queue_keys, queue_ids = (t.clone() for t in queue.contents())  # the enqueue below overwrites in place
-    masks = detector.masks(ids, queue_ids, q1.detach() @ queue_keys.T if detector.needs_similarities else None)
-    if masks is not None:  # column 0 (the own key) is the positive, never a false negative
-        masks = torch.cat([torch.zeros_like(masks[:, :, :1]), masks], dim=2)
+    # candidate 0 is the own key (id -1: the positive, never a false negative), then the queue
+    candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
+    sims = F.pad(q1.detach() @ queue_keys.T, (1, 0)) if detector.needs_similarities else None  # [B, 1+K]
+    masks = detector.masks(ids, candidate_ids, sims)
     if sampler is not None:  # statistics of the global batch: the same on every rank
         sampler.update_stats(dist.gather(q1.detach()) @ dist.gather(k2).T)
     use_fne = sampler is not None and not sampler.in_warmup and len(queue_ids) > 0
+    pairs = ((q1, k2), (q2, k1))
+    layouts = [moco_layout(q, k, queue_keys, cfg.moco.temperature) for q, k in pairs]
+    # both directions have the same anchors and candidates: one set of loss masks
+    shared = level_masks(layouts[0][1], masks, None, cfg.detection.loss, cfg.detection.combine)
     losses = []
-    for q, k in ((q1, k2), (q2, k1)):
-        logits, positive = moco_layout(q, k, queue_keys, cfg.moco.temperature)
+    for (q, k), (logits, _) in zip(pairs, layouts):
         if use_fne:
             logits = logits + fne_log_weights(sampler, q.detach(), k, queue_keys, queue_ids, ids,
                                               cfg.negatives.num_samples, generator)
-        losses.append(level_loss(logits, positive, masks, None, cfg.detection.loss, cfg.detection.combine))
+        losses.append(info_nce(logits, shared))
     queue.enqueue(dist.gather(k1), dist.gather(ids))
-    candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
     return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, masks)
 
 
