@@ -303,14 +303,15 @@ def test_sampler_state_dict_round_trip():
     assert restored.stats.neg_mean == pytest.approx((0.3 + 0.5 + 0.4 + 0.7) / 4)
 
 
-@pytest.mark.parametrize("pos_std, neg_std", [(0.05, 0.2), (0.2, 0.05), (0.1, 0.1)])  # a > 0, a < 0, a = 0
+@pytest.mark.parametrize("pos_std, neg_std", [(0.05, 0.2), (0.2, 0.05), (0.1, 0.1), (0.1, 0.11)])  # a > 0, < 0, 0, ~0
 @pytest.mark.parametrize("limit", [-30.0, -3.0, 0.0, 4.0, 200.0])
-def test_log_odds_above_a_limit_from_the_roots_matches_the_quadratic(pos_std, neg_std, limit):
+@pytest.mark.parametrize("within", [math.inf, 1.0])  # 1.0: roots beyond |s| = 1 are dropped
+def test_log_odds_above_a_limit_from_the_roots_matches_the_quadratic(pos_std, neg_std, limit, within):
     stats = SimilarityStats(min_positives=1)
     stats.update(0.7 + pos_std * torch.tensor([-1.0, 1.0], dtype=F64), 0.3 + neg_std * torch.tensor([-1.0, 1.0], dtype=F64))
     sims = torch.linspace(-1, 1, 2001, dtype=F64)
     log_odds = stats.log_odds(sims, offset=-2.0)
     expected = log_odds > limit
-    above = stats.log_odds_above(sims, limit, offset=-2.0)
+    above = stats.log_odds_above(sims, limit, offset=-2.0, within=within)
     near_root = (log_odds - limit).abs() < 1e-9
     assert torch.equal(above[~near_root], expected[~near_root])

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ifnd.falseneg.triplet import hardest_negative_indices
 
 STATS_METHODS = ("gaussian", "histogram")
+COSINE_BOUND = 1.05  # |similarity| of unit-norm embeddings, with room for low-precision rounding
 _POS, _NEG = 0, 1  # rows of the statistics buffers
 
 
@@ -195,16 +196,16 @@ class SimilarityStats(nn.Module):
         a, b, c = self._log_odds_quadratic(offset)
         return torch.mul(sims, a).add_(b).mul_(sims).add_(c)
 
-    def log_odds_above(self, sims: Tensor, limit: float, offset: float = 0.0) -> Tensor:
+    def log_odds_above(self, sims: Tensor, limit: float, offset: float = 0.0, within: float = math.inf) -> Tensor:
         """``log_odds(sims, offset) > limit`` as a bool tensor the shape of ``sims``.
 
-        Gaussian: the quadratic's roots are found once, so the test is one or two comparisons
-        per similarity instead of evaluating the quadratic (the same set up to rounding at the
-        roots).
+        Gaussian: the quadratic's roots are found once, so the test is one comparison per
+        similarity (two passes when both roots lie inside ``|s| <= within``) instead of
+        evaluating the quadratic; the same set up to rounding at the roots.
         """
         if self.method == "histogram" or math.isinf(limit):
             return self.log_odds(sims, offset) > limit
-        return _quadratic_positive(sims, *self._log_odds_quadratic(offset - limit))
+        return _quadratic_positive(sims, *self._log_odds_quadratic(offset - limit), within=within)
 
     def _log_odds_quadratic(self, offset: float) -> tuple[float, float, float]:
         """``(a, b, c)`` with ``log p(s | pos) - log p(s | neg) + offset = a s^2 + b s + c`` (Gaussian)."""
@@ -221,8 +222,13 @@ class SimilarityStats(nn.Module):
         return log_pos.exp(), log_neg.exp()
 
 
-def _quadratic_positive(x: Tensor, a: float, b: float, c: float) -> Tensor:
-    """``a x^2 + b x + c > 0`` elementwise, from the roots: bool, the shape of ``x``."""
+def _quadratic_positive(x: Tensor, a: float, b: float, c: float, within: float = math.inf) -> Tensor:
+    """``a x^2 + b x + c > 0`` elementwise, from the roots: bool, the shape of ``x``.
+
+    ``within``: a bound on ``|x|`` (cosine similarities: a little over 1); a root beyond it
+    cannot separate any ``x``, so the test becomes one comparison (the usual case when the
+    two Gaussians' variances are close and the quadratic nearly linear).
+    """
     if a == 0:
         if b == 0:
             return torch.full_like(x, c > 0, dtype=torch.bool)
@@ -232,6 +238,13 @@ def _quadratic_positive(x: Tensor, a: float, b: float, c: float) -> Tensor:
         return torch.full_like(x, a > 0 and disc < 0, dtype=torch.bool)
     q = -0.5 * (b + math.copysign(math.sqrt(disc), b))  # the stable pair of roots q / a, c / q
     low, high = sorted((q / a, c / q))
+    low_out, high_out = low < -within, high > within  # roots that no x reaches
+    if low_out and high_out:
+        return torch.full_like(x, a < 0, dtype=torch.bool)
+    if low_out:
+        return x > high if a > 0 else x < high
+    if high_out:
+        return x < low if a > 0 else x > low
     distance = torch.sub(x, 0.5 * (low + high)).abs_()  # from the middle of the roots: one comparison, not two
     return distance > 0.5 * (high - low) if a > 0 else distance < 0.5 * (high - low)
 
@@ -310,7 +323,7 @@ def sampling_weights(
     weights cost a few passes over ``[B, N]`` instead of a dozen.
 
     Args:
-        sims: ``[B, N]`` float, anchor-candidate similarities.
+        sims: ``[B, N]`` float, anchor-candidate cosine similarities (``|s| <= COSINE_BOUND``).
         pos_sims: ``[B]`` float, each anchor's similarity to its own positive.
         positive_mask: ``[B, N]`` bool, known positives (e.g. same image id).
         stats: the positive/negative statistics.
@@ -330,7 +343,7 @@ def sampling_weights(
     if stats.ready and fn_threshold < 1:
         prior_logit = math.log(prior) - math.log1p(-prior)
         limit = math.log(fn_threshold) - math.log1p(-fn_threshold) if fn_threshold > 0 else -math.inf
-        switched = stats.log_odds_above(sims, limit, offset=prior_logit)
+        switched = stats.log_odds_above(sims, limit, offset=prior_logit, within=COSINE_BOUND)
         flat = switched.view(-1).nonzero().squeeze(1)  # flat indices: cheaper than (row, column) pairs
         if len(flat):
             p_fn = false_negative_probability(sims.reshape(-1).index_select(0, flat), stats, prior)
