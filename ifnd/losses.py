@@ -1,9 +1,10 @@
 """InfoNCE with false-negative elimination or attraction, and its SimCLR / MoCo layouts.
 
 lightly's ``NTXentLoss`` takes no mask, so it cannot drop or attract detected false
-negatives. :func:`masked_info_nce` is the one loss of every method and detection mode;
-with no false negatives it equals lightly's ``NTXentLoss`` (tested), so the baseline and
-the detectors share one code path.
+negatives. :func:`info_nce` under the masks of :func:`loss_masks` is the one loss of every
+method and detection mode (:func:`masked_info_nce` is both in one call); with no false
+negatives it equals lightly's ``NTXentLoss`` (tested), so the baseline and the detectors
+share one code path.
 """
 
 from __future__ import annotations
