@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,3 +104,12 @@ def test_summary_lists_variants_without_runs_below_the_table(tmp_path):
     table = summary_table(spec, rows)
     assert "| baseline | 2 | 80.50 ± 0.71 |" in table
     assert "| oracle-full |" not in table and table.rstrip().endswith("Not run yet: oracle-full.")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_study_file_resolves_every_variant(path):
+    spec = StudySpec.load(path)
+    assert len(spec.seeds) >= 3 and spec.baseline in spec.variants
+    for variant in spec.variants:
+        assert spec.config(variant, spec.seeds[-1]).seed == spec.seeds[-1]
