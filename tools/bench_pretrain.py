@@ -142,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     detections = args.detections.split(",") if isinstance(args.detections, str) else list(args.detections)
     if not set(detections) <= {"none", "ifnd"} or not set(methods) <= {"simclr", "moco"}:
         raise SystemExit(f"methods take simclr, moco and detections none, ifnd; got {methods} and {detections}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("device=cuda but no CUDA GPU is visible; use --device cpu")
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device={name} backbone={cfg.model.backbone} stem={'cifar' if cfg.model.cifar_stem else 'imagenet'} "
