@@ -32,7 +32,8 @@ def test_round_schedule():
 
 def test_ifnd_round_recovers_clusters_and_accepts_a_growing_share():
     feats, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3, 6], accept_start=0.5, accept_end=1.0), 60, 8, labels)
+    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3, 6], accept_start=0.5, accept_end=1.0,
+                                                                accept_schedule="linear"), 60, 8, labels)
     assert det.masks(torch.arange(4), torch.arange(60)) is None  # no round yet
     stats = det.run_round(2, feats)
     assert stats["accepted_share"] == pytest.approx(0.5)

@@ -11,12 +11,12 @@ from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.loop import Engine, Interrupted
 
 DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "cluster_every": 1,
-             "accept_start": 0.5, "accept_end": 1.0}
+             "accept_start": 0.5, "accept_end": 1.0, "accept_schedule": "linear"}
 
 
 @pytest.mark.parametrize("method,features,loss,options", [
     ("simclr", "bank", "elimination", {}),
-    ("moco", "pass", "attraction", {}),
+    ("moco", "pass", "attraction", {"combine": "average"}),
     ("moco", "bank", "elimination", {}),
     ("simclr", "pass", "elimination", {"embedding": "backbone", "combine": "union", "accept_per": "cluster",
                                        "confidence": "centroid"}),

@@ -113,3 +113,21 @@ def test_every_shipped_study_file_resolves_every_variant(path):
     assert len(spec.seeds) >= 3 and spec.baseline in spec.variants
     for variant in spec.variants:
         assert spec.config(variant, spec.seeds[-1]).seed == spec.seeds[-1]
+
+
+def test_the_detection_defaults_are_the_study_best_configuration():
+    """`detection.*`'s defaults and the Fashion-MNIST IFND config are ifnd-union-all-early's detector
+    (docs/results.md), with the first round after a tenth of training; the study keeps IFND's own."""
+    from ifnd.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    spec = StudySpec.load(root / "studies" / "fmnist_pilot.yaml")
+    best = spec.config("ifnd-union-all-early", 0).detection
+    chosen = ("combine", "accept_schedule", "accept_start", "accept_end", "loss", "features", "confidence",
+              "accept_per", "embedding", "hierarchical")
+    for cfg in (load_config(None), load_config(root / "fashion_mnist_moco_ifnd.yaml")):
+        assert {k: getattr(cfg.detection, k) for k in chosen} == {k: getattr(best, k) for k in chosen}
+        assert cfg.detection.warmup_epochs / cfg.train.epochs == pytest.approx(
+            best.warmup_epochs / spec.config("ifnd-union-all-early", 0).train.epochs)
+    ifnd = spec.config("ifnd", 0).detection  # the study's IFND row keeps the paper's schedule and averaged levels
+    assert (ifnd.combine, ifnd.accept_schedule, ifnd.accept_start) == ("average", "linear", 0.2)
