@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ifnd.config import ConfigError
+from ifnd.config import ConfigError, load_config
 from ifnd.study import run as study_run
 from ifnd.study.spec import StudySpec
 from ifnd.study.summary import mean_std, paired_differences, summary_table
@@ -118,8 +118,6 @@ def test_every_shipped_study_file_resolves_every_variant(path):
 def test_the_detection_defaults_are_the_study_best_configuration():
     """`detection.*`'s defaults and the Fashion-MNIST IFND config are ifnd-union-all-early's detector
     (docs/results.md), with the first round after a tenth of training; the study keeps IFND's own."""
-    from ifnd.config import load_config
-
     root = Path(__file__).resolve().parents[1] / "configs"
     spec = StudySpec.load(root / "studies" / "fmnist_pilot.yaml")
     best = spec.config("ifnd-union-all-early", 0).detection
