@@ -120,9 +120,9 @@ def plot(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
         gains = [pt[5] for pt in detecting if not math.isnan(pt[5])]
         limit = max([abs(g) for g in gains] + [1e-6])
         for name, p, recall, _, _, gain in detecting:
-            noisy = "oracle" in name
+            oracle = spec.config(name, spec.seeds[0]).detection.mode in ("oracle", "noisy_oracle")
             sc = ax.scatter(p, recall, c=[0 if math.isnan(gain) else gain], cmap="RdYlGn", vmin=-limit, vmax=limit,
-                            marker="o" if noisy else "*", s=60 if noisy else 180, edgecolors="black")
+                            marker="o" if oracle else "*", s=60 if oracle else 180, edgecolors="black")
             ax.annotate(name, (p, recall), fontsize=7, xytext=(4, 4), textcoords="offset points")
         fig.colorbar(sc, ax=ax, label=f"Δ {key} vs {spec.baseline} (points)")
         ax.set(xlim=(0, 1.05), ylim=(0, 1.05), xlabel="pair precision", ylabel="pair recall",
