@@ -37,6 +37,7 @@ from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.pretrain.optim import build_optimizer
 from ifnd.pretrain.steps import moco_step, simclr_step
+from ifnd.runtime.distributed import pick_device
 from ifnd.runtime.timing import interleaved_median_times
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "bench_pretrain.yaml"
@@ -142,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     detections = args.detections.split(",") if isinstance(args.detections, str) else list(args.detections)
     if not set(detections) <= {"none", "ifnd"} or not set(methods) <= {"simclr", "moco"}:
         raise SystemExit(f"methods take simclr, moco and detections none, ifnd; got {methods} and {detections}")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("device=cuda but no CUDA GPU is visible; use --device cpu")
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = pick_device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device={name} backbone={cfg.model.backbone} stem={'cifar' if cfg.model.cifar_stem else 'imagenet'} "
           f"size={cfg.data.image_size} batch={cfg.train.batch_size} queue={cfg.moco.queue_size} "
