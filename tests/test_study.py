@@ -11,7 +11,7 @@ import yaml
 from ifnd.config import ConfigError, load_config
 from ifnd.study import run as study_run
 from ifnd.study.spec import StudySpec
-from ifnd.study.summary import mean_std, paired_differences, summary_table
+from ifnd.study.summary import comparison_table, mean_std, paired_differences, summary_table
 
 BASE = {
     "method": "simclr", "device": "cpu",
@@ -33,7 +33,7 @@ def _study(tmp_path, **extra):
 
 @pytest.mark.slow
 def test_study_runs_every_variant_and_seed_then_skips_complete_runs(tmp_path, monkeypatch):
-    spec = StudySpec.load(_study(tmp_path))
+    spec = StudySpec.load(_study(tmp_path, compare=[["oracle-full", "baseline"]]))
     rows = study_run.run_study(spec)
     assert sorted((r["variant"], r["seed"]) for r in rows) == [("baseline", 0), ("baseline", 1),
                                                                ("oracle-full", 0), ("oracle-full", 1)]
@@ -45,6 +45,7 @@ def test_study_runs_every_variant_and_seed_then_skips_complete_runs(tmp_path, mo
     assert len(table) == 4 and {"knn5_top1", "linear_top1", "fn_precision_mean", "epoch_time_s"} <= set(table[0])
     summary = (out / "summary.md").read_text()
     assert "| oracle-full | 2 |" in summary and "Δ kNN k=5" in summary
+    assert "## Paired comparisons" in summary and "| oracle-full | baseline | " in summary
     assert {p.name for p in out.glob("*.png")} == {"accuracy_vs_precision.png", "noise_map.png", "curves.png"}
 
     # complete runs are skipped; a run that lost its score is scored again, its training resumed (nothing left)
@@ -104,6 +105,19 @@ def test_summary_lists_variants_without_runs_below_the_table(tmp_path):
     table = summary_table(spec, rows)
     assert "| baseline | 2 | 80.50 ± 0.71 |" in table
     assert "| oracle-full |" not in table and table.rstrip().endswith("Not run yet: oracle-full.")
+
+
+def test_compare_pairs_are_validated_and_tabled_seed_by_seed(tmp_path):
+    with pytest.raises(ConfigError, match="compare"):
+        StudySpec.load(_study(tmp_path, compare=[["oracle-full", "nope"]]))
+    spec = StudySpec.load(_study(tmp_path, compare=[["baseline", "oracle-full"]]))
+    rows = [{"variant": v, "seed": s, "status": "done", "knn5_top1": 70.0 + s + (2.0 * s if v == "oracle-full" else 0.0),
+             "knn20_top1": 60.0 + (1.0 if v == "oracle-full" else 0.0), "linear_top1": 80.0}
+            for v in ("baseline", "oracle-full") for s in (0, 1)]
+    table = comparison_table(spec, rows)
+    # knn5: baseline - oracle-full = 0 (seed 0), -2 (seed 1); knn20: -1 both (std 0: no sd); linear: 0
+    assert "| baseline | oracle-full | -1.00 ± 1.41 (+0.00, -2.00) | 0.7 | -1.00 ± 0.00 (-1.00, -1.00) | - |" in table
+    assert table.rstrip().endswith("| 0.00 ± 0.00 (+0.00, +0.00) | - |")
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml")),

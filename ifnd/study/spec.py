@@ -11,9 +11,11 @@ Layout (YAML under ``configs/studies/``)::
       oracle-full: [detection.mode=oracle, detection.oracle=full]
     knn_k: [20, 200]                  # kNN neighbours scored on the final encoder
     linear: {epochs: 100}             # linear.* keys of the linear probe on cached features
+    compare:                          # optional [variant, reference] pairs: summary.md's paired table
+      - [oracle-full, baseline]       # (every score, seed by seed)
 
 ``--set KEY=VALUE`` changes a top-level study key (``output_dir``, ``seeds``, ``baseline``,
-``knn_k``) or, for any other key, ``base``.
+``knn_k``, ``compare``) or, for any other key, ``base``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import yaml
 
 from ifnd.config import Config, ConfigError, format_override, parse_override, resolve
 
-TOP_KEYS = ("output_dir", "seeds", "baseline", "base", "variants", "knn_k", "linear")
+TOP_KEYS = ("output_dir", "seeds", "baseline", "base", "variants", "knn_k", "linear", "compare")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class StudySpec:
     variants: dict[str, tuple[str, ...]]
     knn_k: tuple[int, ...]
     linear: dict[str, Any]
+    compare: tuple[tuple[str, str], ...] = ()
 
     def config(self, variant: str, seed: int) -> Config:
         """The resolved pretraining config of one run."""
@@ -82,8 +85,14 @@ class StudySpec:
             raise ConfigError(f"study baseline {baseline!r} is not one of the variants {list(variants)}")
         if len(set(seeds)) != len(seeds) or not seeds:
             raise ConfigError(f"study seeds must be distinct and non-empty, got {list(seeds)}")
+        compare = tuple(tuple(pair) for pair in values.get("compare") or ())
+        bad = [pair for pair in compare if len(pair) != 2 or not set(pair) <= set(variants)]
+        if bad:
+            raise ConfigError(f"study 'compare' takes [variant, reference] pairs of variants {list(variants)}; "
+                              f"got {[list(pair) for pair in bad]}")
         spec = cls(path, Path(values.get("output_dir", f"runs/{path.stem}")), seeds, baseline, values["base"],
-                   tuple(base_overrides), variants, tuple(values.get("knn_k", [20, 200])), values.get("linear", {}))
+                   tuple(base_overrides), variants, tuple(values.get("knn_k", [20, 200])), values.get("linear", {}),
+                   compare)
         for variant in variants:
             spec.config(variant, seeds[0])
         return spec

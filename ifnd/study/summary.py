@@ -43,6 +43,29 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _paired(rows: list[dict[str, Any]], variant: str, reference: str, key: str) -> tuple[str, str]:
+    """The cells "mean ± std (per-seed differences)" and "mean/std" of ``variant - reference`` in ``key``."""
+    diffs = paired_differences(rows, variant, reference, key)
+    d_mean, d_std = mean_std(diffs.values())
+    if not diffs:
+        return "-", "-"
+    ratio = abs(d_mean) / d_std if d_std and not math.isnan(d_std) else math.nan
+    per_seed = ", ".join(f"{diffs[s]:+.2f}" for s in sorted(diffs))
+    return f"{_pm(d_mean, d_std)} ({per_seed})", "-" if math.isnan(ratio) else f"{ratio:.1f}"
+
+
+def comparison_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
+    """The markdown table of ``spec.compare``: every score of each variant minus its reference, seed by seed."""
+    scores = score_keys(spec)
+    labels = [*(f"kNN k={k}" for k in spec.knn_k), "linear"]
+    head = "| variant | reference | " + " | ".join(f"Δ {label} (per seed) | sd" for label in labels) + " |"
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for variant, reference in spec.compare:
+        lines.append("| " + " | ".join([variant, reference, *(cell for key in scores
+                                                              for cell in _paired(rows, variant, reference, key))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """The markdown table of ``summary.md``: one line per variant."""
     scores = score_keys(spec)
@@ -54,13 +77,8 @@ def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
         if variant in not_run:
             continue
         done = [r for r in rows if r["variant"] == variant and r.get("status") == "done"]
-        diffs = paired_differences(rows, variant, spec.baseline, scores[0])
-        d_mean, d_std = mean_std(diffs.values())
-        ratio = d_mean / d_std if d_std and not math.isnan(d_std) else math.nan
-        per_seed = ", ".join(f"{diffs[s]:+.2f}" for s in sorted(diffs))
-        cells = [variant, str(len(done)), *(_pm(*mean_std(r[k] for r in done)) for k in scores),
-                 "-" if variant == spec.baseline or not diffs else f"{_pm(d_mean, d_std)} ({per_seed})",
-                 "-" if math.isnan(ratio) else f"{ratio:.1f}",
+        diff, ratio = ("-", "-") if variant == spec.baseline else _paired(rows, variant, spec.baseline, scores[0])
+        cells = [variant, str(len(done)), *(_pm(*mean_std(r[k] for r in done)) for k in scores), diff, ratio,
                  *(_pm(*mean_std(r.get(k, math.nan) for r in done), 3)
                    for k in DETECTION),
                  *(_pm(*mean_std(r.get(k, math.nan) for r in done), 1) for k in TIMES[:2])]
@@ -81,10 +99,12 @@ def write_summary(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
         writer.writeheader()
         writer.writerows(rows)
     header = (f"# Study `{spec.path}`\n\nSeeds {list(spec.seeds)}; baseline `{spec.baseline}`; mean ± sample std over "
-              f"seeds; Δ is paired by seed; Δ/sd is the mean difference over the std of the differences. P and R are "
+              f"seeds; Δ is paired by seed; Δ/sd is |mean difference| over the std of the differences. P and R are "
               f"the pair precision and recall of the detected false negatives (mean over the epochs that detect, and "
               f"at the last).\n\n")
-    (out / "summary.md").write_text(header + summary_table(spec, rows))
+    compared = ("\n## Paired comparisons\n\nEach score of the variant minus the reference's, seed by seed; sd is "
+                "|mean| over the std of the differences.\n\n" + comparison_table(spec, rows)) if spec.compare else ""
+    (out / "summary.md").write_text(header + summary_table(spec, rows) + compared)
     return [out / "results.csv", out / "summary.md", *plot(spec, rows)]
 
 
