@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,22 @@ def test_compare_pairs_are_validated_and_tabled_seed_by_seed(tmp_path):
     # knn5: baseline - oracle-full = 0 (seed 0), -2 (seed 1); knn20: -1 both (std 0: no sd); linear: 0
     assert "| baseline | oracle-full | -1.00 ± 1.41 (+0.00, -2.00) | 0.7 | -1.00 ± 0.00 (-1.00, -1.00) | - |" in table
     assert table.rstrip().endswith("| 0.00 ± 0.00 (+0.00, +0.00) | - |")
+
+
+def test_plot_labels_merge_points_that_would_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ifnd.study.summary import _number_points
+
+    fig, (ax, key_ax) = plt.subplots(1, 2)
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    _number_points(ax, key_ax, [("a", 1.0, 1.0, 1.5), ("b", 0.5, 0.5, math.nan), ("c", 0.99, 0.98, 0.25)])
+    assert sorted(t.get_text() for t in ax.texts) == ["1,3", "2"]
+    assert key_ax.texts[0].get_text() == " 1 a (+1.50)\n 2 b\n 3 c (+0.25)"
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml")),

@@ -126,27 +126,27 @@ def plot(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
         points.append((variant, p, recall, acc, acc_std, gain))
     detecting = [pt for pt in points if not math.isnan(pt[1])]
     if detecting:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(8.5, 4), gridspec_kw={"width_ratios": [3, 1.2]})
         for name, p, _, acc, std, _ in detecting:
             ax.errorbar(p, acc, yerr=0 if math.isnan(std) else std, fmt="o", capsize=3)
-            ax.annotate(name, (p, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        _number_points(ax, key_ax, [(pt[0], pt[1], pt[3], pt[5]) for pt in detecting])
         base = next(pt for pt in points if pt[0] == spec.baseline)
         if not math.isnan(base[3]):
             ax.axhline(base[3], color="grey", linestyle="--", label=f"{spec.baseline}")
             ax.legend(fontsize=7)
         ax.set(xlabel="detection pair precision (mean over detecting epochs)", ylabel=f"{key} (%)")
         paths.append(_save(fig, out / "accuracy_vs_precision.png"))
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(9, 5), gridspec_kw={"width_ratios": [3, 1.2]})
         gains = [pt[5] for pt in detecting if not math.isnan(pt[5])]
         limit = max([abs(g) for g in gains] + [1e-6])
         for name, p, recall, _, _, gain in detecting:
             oracle = spec.config(name, spec.seeds[0]).detection.mode in ("oracle", "noisy_oracle")
             sc = ax.scatter(p, recall, c=[0 if math.isnan(gain) else gain], cmap="RdYlGn", vmin=-limit, vmax=limit,
                             marker="o" if oracle else "*", s=60 if oracle else 180, edgecolors="black")
-            ax.annotate(name, (p, recall), fontsize=7, xytext=(4, 4), textcoords="offset points")
         fig.colorbar(sc, ax=ax, label=f"Δ {key} vs {spec.baseline} (points)")
         ax.set(xlim=(0, 1.05), ylim=(0, 1.05), xlabel="pair precision", ylabel="pair recall",
                title="noise map: oracles (o) and detectors (*)")
+        _number_points(ax, key_ax, [(pt[0], pt[1], pt[2], pt[5]) for pt in detecting])
         paths.append(_save(fig, out / "noise_map.png"))
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant in spec.variants:
@@ -159,6 +159,26 @@ def plot(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "curves.png"))
     return paths
+
+
+def _number_points(ax: Any, key_ax: Any, points: list[tuple[str, float, float, float]]) -> None:
+    """Label each ``(name, x, y, gain)`` point on ``ax`` with a number (one label for the points within 4% of
+    the axes' span of each other, as the oracles at (1, 1) or IFND's options are) and list "number name
+    (gain)" on ``key_ax``: names written beside the points overlap wherever detectors cluster."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    groups: list[tuple[float, float, list[int]]] = []  # (x, y of the first point, its numbers)
+    for number, (_, x, y, _) in enumerate(points, start=1):
+        near = next((g for g in groups if abs(g[0] - x) <= 0.04 * (x1 - x0) and abs(g[1] - y) <= 0.04 * (y1 - y0)), None)
+        if near:
+            near[2].append(number)
+        else:
+            groups.append((x, y, [number]))
+    for x, y, numbers in groups:
+        ax.annotate(",".join(map(str, numbers)), (x, y), fontsize=7, xytext=(6, 4), textcoords="offset points")
+    key_ax.axis("off")
+    key_ax.text(0, 1, "\n".join(f"{n:>2} {name}" + ("" if math.isnan(gain) else f" ({gain:+.2f})")
+                                for n, (name, _, _, gain) in enumerate(points, start=1)),
+                va="top", fontsize=7, family="monospace", transform=key_ax.transAxes)
 
 
 def _knn_curve(run_dir: Path) -> dict[int, float]:
