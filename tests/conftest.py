@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +59,16 @@ def checkpoint(tmp_path_factory):
         "train": {"epochs": 1, "batch_size": 32}, "knn": {"k": 10},
     }), PretrainTask).fit()
     return run / "checkpoints" / "last.pt"
+
+
+@pytest.fixture
+def load_tool():
+    """Factory: ``load_tool("compare_fne")`` -> the module ``tools/compare_fne.py`` (tools are scripts, not a package)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        return tool
+
+    return load

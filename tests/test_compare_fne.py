@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("compare_fne", ROOT / "tools" / "compare_fne.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
-def test_run_folder_names_follow_the_row_not_its_position():
-    tool = load_tool()
+def test_run_folder_names_follow_the_row_not_its_position(load_tool):
+    tool = load_tool("compare_fne")
     assert tool.run_folder("VSE++ (hardest in batch, online x online)") == "vse-hardest-in-batch-online-x-online"
     assert tool.run_folder("FNE, Bayes step off") == "fne-bayes-step-off"
 
 
 @pytest.mark.slow
-def test_every_row_and_seed_runs_then_complete_runs_are_skipped(tmp_path, monkeypatch, capsys):
+def test_every_row_and_seed_runs_then_complete_runs_are_skipped(tmp_path, monkeypatch, capsys, load_tool):
     threads = torch.get_num_threads()
     experiment = {
         "base": {"device": "cpu", "data": {"name": "demo", "image_size": 16, "max_train_images": 40, "num_workers": 0,
@@ -40,7 +30,7 @@ def test_every_row_and_seed_runs_then_complete_runs_are_skipped(tmp_path, monkey
     }
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment))
-    tool = load_tool()
+    tool = load_tool("compare_fne")
     try:
         tool.main(["--config", str(path)])
         first = capsys.readouterr().out

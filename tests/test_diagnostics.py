@@ -9,7 +9,9 @@ import torch
 from ifnd.falseneg.diagnostics import (
     PairCounts,
     nmi,
+    precision_at_recall,
     purity,
+    similarity_ranking_curve,
     table_pair_counts,
     tally_pairs,
 )
@@ -78,3 +80,20 @@ def test_nmi_ignores_label_names() -> None:
 def test_purity_counts_majority_class_per_cluster() -> None:
     # Cluster 0 holds classes [1, 1, 2] (majority 2), cluster 1 holds [2, 2] (majority 2).
     assert purity(np.array([0, 0, 0, 1, 1]), np.array([1, 1, 2, 2, 2])) == pytest.approx(0.8)
+
+
+def test_similarity_ranking_curve_on_hand_made_points():
+    # classes 0, 0, 1, 1; cosine similarities: b-d 0.96 (different classes), a-b and c-d 0.8 (same),
+    # a-d and b-c 0.6, a-c 0
+    features = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
+    classes = torch.tensor([0, 0, 1, 1])
+    precision, recall = similarity_ranking_curve(features, classes)
+    assert precision.shape == recall.shape == (12,)  # every ordered pair i != j
+    assert recall[1] == 0 and precision[5] == pytest.approx(4 / 6) and recall[5] == 1  # b-d twice, then 4 hits
+    assert precision[-1] == pytest.approx(4 / 12)
+    assert precision_at_recall(precision, recall, 1.0) == pytest.approx(4 / 6)
+    # each anchor flags its m nearest: m = 1 -> a:b (hit), b:d, c:d (hit), d:b; m = 2 -> every same-class pair
+    precision, recall = similarity_ranking_curve(features, classes, per_anchor=True)
+    assert precision.tolist() == pytest.approx([0.5, 0.5, 1 / 3]) and recall.tolist() == pytest.approx([0.5, 1, 1])
+    assert precision_at_recall(precision, recall, 0.5) == pytest.approx(0.5)
+    assert math.isnan(precision_at_recall(precision, recall * 0.5, 0.9))

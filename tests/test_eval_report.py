@@ -1,6 +1,5 @@
 """The `report` table and plots from hand-written run folders, and tools/run_protocols.py."""
 
-import importlib.util
 import json
 import math
 import os
@@ -14,7 +13,6 @@ from ifnd.cli import main
 from ifnd.eval.checkpoints import EvalError
 from ifnd.eval.report import MISSING, curve, load_run, markdown_table, plot_curves
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*argv: str) -> int:
@@ -102,10 +100,8 @@ def test_a_folder_that_is_not_a_run_is_an_error(tmp_path, capsys):
     assert "error: " in capsys.readouterr().err
 
 
-def test_run_protocols_tool_plans_both_runs_and_every_protocol(tmp_path):
-    spec = importlib.util.spec_from_file_location("run_protocols", ROOT / "tools" / "run_protocols.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_run_protocols_tool_plans_both_runs_and_every_protocol(tmp_path, load_tool):
+    tool = load_tool("run_protocols")
     args = tool.parse_args(["--out", str(tmp_path), "--epochs", "3", "--samples", "500", "--ifnd-set", "detection.num_clusters=[10]"])
     commands = tool.plan(args)
     assert all(c[:3] == [sys.executable, "-m", "ifnd"] for c in commands)

@@ -6,6 +6,7 @@ the loss never sees the true classes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,3 +193,49 @@ def purity(assignments: ArrayLike, classes: ArrayLike) -> float:
     """
     table = contingency_matrix(_as_numpy(classes), _as_numpy(assignments), sparse=True)
     return float(table.max(axis=0).sum() / table.sum())
+
+
+def similarity_ranking_curve(features: torch.Tensor, classes: torch.Tensor,
+                             per_anchor: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair precision and recall of flagging the most similar pairs, at every cut of the ranking.
+
+    The best any detector that ranks pairs by this similarity can do: it bounds what a detector
+    working on these features can reach. ``N x N`` memory: for analysis tools, not training.
+
+    Args:
+        features: ``[N, D]`` L2-normalised features (cosine similarity is their dot product).
+        classes: ``[N]`` integer true classes.
+        per_anchor: False ranks all ordered pairs (i, j), i != j, by similarity, and cut t flags the
+            t most similar; True lets every anchor flag its m most similar others, and cut m flags
+            N x m pairs.
+
+    Returns:
+        ``(precision, recall)``, each ``[C]`` float64 over the cuts (``C = N (N - 1)`` pairs, or
+        ``C = N - 1`` neighbours per anchor).
+    """
+    n = features.shape[0]
+    sims = features.float() @ features.float().T
+    sims.fill_diagonal_(-math.inf)  # an anchor is not its own negative
+    same = classes.view(-1, 1) == classes.view(1, -1)
+    same.fill_diagonal_(False)
+    actual = int(same.sum())
+    if per_anchor:
+        order = sims.argsort(dim=1, descending=True)[:, : n - 1]
+        hits = same.gather(1, order).sum(dim=0).double().cumsum(0)
+        flagged = torch.arange(1, n, dtype=torch.float64) * n
+    else:
+        keep = ~torch.eye(n, dtype=torch.bool)
+        order = sims[keep].argsort(descending=True)
+        hits = same[keep][order].double().cumsum(0)
+        flagged = torch.arange(1, hits.numel() + 1, dtype=torch.float64)
+    return hits / flagged, hits / max(actual, 1)
+
+
+def precision_at_recall(precision: torch.Tensor, recall: torch.Tensor, target: float) -> float:
+    """The highest precision among the cuts whose recall reaches ``target`` (NaN when none does).
+
+    Args:
+        precision, recall: ``[C]`` over the cuts of a ranking, as :func:`similarity_ranking_curve` returns.
+    """
+    reach = recall >= target - 1e-12
+    return float(precision[reach].max()) if bool(reach.any()) else math.nan
