@@ -199,8 +199,9 @@ def similarity_ranking_curve(features: torch.Tensor, classes: torch.Tensor,
                              per_anchor: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair precision and recall of flagging the most similar pairs, at every cut of the ranking.
 
-    The best any detector that ranks pairs by this similarity can do: it bounds what a detector
-    working on these features can reach. ``N x N`` memory: for analysis tools, not training.
+    No detector that flags the pairs above one similarity threshold (or each anchor's m nearest,
+    with ``per_anchor``) is more precise at a recall than this curve. ``N x N`` memory: for
+    analysis tools, not training.
 
     Args:
         features: ``[N, D]`` L2-normalised features (cosine similarity is their dot product).
