@@ -9,7 +9,6 @@ import torch
 import yaml
 
 
-
 def test_run_folder_names_follow_the_row_not_its_position(load_tool):
     tool = load_tool("compare_fne")
     assert tool.run_folder("VSE++ (hardest in batch, online x online)") == "vse-hardest-in-batch-online-x-online"

@@ -14,7 +14,6 @@ from ifnd.eval.checkpoints import EvalError
 from ifnd.eval.report import MISSING, curve, load_run, markdown_table, plot_curves
 
 
-
 def run_cli(*argv: str) -> int:
     return main(list(argv))
 

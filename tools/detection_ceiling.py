@@ -23,7 +23,6 @@ saw weaker ones during training.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +35,7 @@ from ifnd.falseneg.diagnostics import PairCounts, precision_at_recall, similarit
 from ifnd.metrics.knn import extract_features
 from ifnd.models.contrastive import build_model
 from ifnd.runtime.checkpoint import load_checkpoint
+from ifnd.study.run import finished_rows
 from ifnd.study.spec import StudySpec
 from ifnd.study.summary import mean_std
 
@@ -121,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [v for v in variants if v not in spec.variants]
     if unknown:
         parser.error(f"unknown variants {unknown}; the study has {list(spec.variants)}")
+    done = {(r["variant"], r["seed"]) for r in finished_rows(spec) if r["status"] == "done"}
     scored: dict[str, list[dict[str, dict[str, float]]]] = {}
     for variant in variants:
         for seed in spec.seeds:
             run_dir = spec.run_dir(variant, seed)
-            done = run_dir / "study.json"
-            if not done.is_file() or json.loads(done.read_text()).get("status") != "done":
+            if (variant, seed) not in done:
                 print(f"skipping {variant} seed {seed}: no finished run in {run_dir}", flush=True)
                 continue
             scored.setdefault(variant, []).append(score_run(spec.config(variant, seed), run_dir, recalls))

@@ -94,6 +94,12 @@ def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
                           f"study file's settings or use a fresh --set output_dir=DIR")
 
 
+def finished_rows(spec: StudySpec) -> list[dict[str, Any]]:
+    """The ``study.json`` row of every run of ``spec`` that has one (status ``done`` or ``diverged``)."""
+    return [json.loads((spec.run_dir(v, s) / "study.json").read_text()) for v, s in spec.runs()
+            if (spec.run_dir(v, s) / "study.json").is_file()]
+
+
 def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, Any]]:
     """Run every missing (variant, seed) of ``spec`` (or of the ``only`` variants), then write the summary.
 
@@ -114,8 +120,7 @@ def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, A
         start = time.perf_counter()
         run_one(spec, variant, seed)
         durations.append(time.perf_counter() - start)
-    rows = [json.loads((spec.run_dir(v, s) / "study.json").read_text()) for v, s in spec.runs()
-            if (spec.run_dir(v, s) / "study.json").is_file()]
+    rows = finished_rows(spec)
     for path in write_summary(spec, rows):
         print(f"wrote {path}", flush=True)
     return rows

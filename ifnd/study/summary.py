@@ -22,6 +22,11 @@ def score_keys(spec: StudySpec) -> list[str]:
     return [*(f"knn{k}_top1" for k in spec.knn_k), "linear_top1"]
 
 
+def score_labels(spec: StudySpec) -> list[str]:
+    """Table headings of :func:`score_keys`, in the same order."""
+    return [*(f"kNN k={k}" for k in spec.knn_k), "linear"]
+
+
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (NaN std for fewer than two values; NaN values dropped)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
@@ -46,9 +51,9 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
 def _paired(rows: list[dict[str, Any]], variant: str, reference: str, key: str) -> tuple[str, str]:
     """The cells "mean ± std (per-seed differences)" and "mean/std" of ``variant - reference`` in ``key``."""
     diffs = paired_differences(rows, variant, reference, key)
-    d_mean, d_std = mean_std(diffs.values())
     if not diffs:
         return "-", "-"
+    d_mean, d_std = mean_std(diffs.values())
     ratio = abs(d_mean) / d_std if d_std and not math.isnan(d_std) else math.nan
     per_seed = ", ".join(f"{diffs[s]:+.2f}" for s in sorted(diffs))
     return f"{_pm(d_mean, d_std)} ({per_seed})", "-" if math.isnan(ratio) else f"{ratio:.1f}"
@@ -57,8 +62,7 @@ def _paired(rows: list[dict[str, Any]], variant: str, reference: str, key: str) 
 def comparison_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """The markdown table of ``spec.compare``: every score of each variant minus its reference, seed by seed."""
     scores = score_keys(spec)
-    labels = [*(f"kNN k={k}" for k in spec.knn_k), "linear"]
-    head = "| variant | reference | " + " | ".join(f"Δ {label} (per seed) | sd" for label in labels) + " |"
+    head = "| variant | reference | " + " | ".join(f"Δ {label} (per seed) | sd" for label in score_labels(spec)) + " |"
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for variant, reference in spec.compare:
         lines.append("| " + " | ".join([variant, reference, *(cell for key in scores
@@ -69,7 +73,8 @@ def comparison_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
 def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """The markdown table of ``summary.md``: one line per variant."""
     scores = score_keys(spec)
-    head = ("| variant | seeds | " + " | ".join(f"kNN k={k}" for k in spec.knn_k) + f" | linear | Δ kNN k={spec.knn_k[0]} "
+    labels = score_labels(spec)
+    head = ("| variant | seeds | " + " | ".join(labels) + f" | Δ {labels[0]} "
             "vs baseline (per seed) | Δ/sd | P mean | R mean | P end | R end | epoch s | round s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     not_run = [v for v in spec.variants if not any(r["variant"] == v for r in rows)]
