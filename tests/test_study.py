@@ -12,7 +12,7 @@ import yaml
 from ifnd.config import ConfigError, load_config
 from ifnd.study import run as study_run
 from ifnd.study.spec import StudySpec
-from ifnd.study.summary import comparison_table, mean_std, paired_differences, summary_table
+from ifnd.study.summary import comparison_table, leaderboard_table, mean_std, paired_differences, summary_table
 
 BASE = {
     "method": "simclr", "device": "cpu",
@@ -160,3 +160,24 @@ def test_the_detection_defaults_are_the_study_best_configuration():
             best.warmup_epochs / spec.config("ifnd-union-all-early", 0).train.epochs)
     ifnd = spec.config("ifnd", 0).detection  # the study's IFND row keeps the paper's schedule and averaged levels
     assert (ifnd.combine, ifnd.accept_schedule, ifnd.accept_start) == ("average", "linear", 0.2)
+
+
+def test_leaderboard_ranks_by_share_of_the_oracle_gap(tmp_path):
+    path = _study(tmp_path)
+    values = yaml.safe_load(path.read_text())
+    values["variants"]["ifnd"] = ["detection.mode=ifnd", "detection.num_clusters=[5]"]
+    values["variants"]["threshold"] = ["detection.mode=threshold"]
+    path.write_text(yaml.safe_dump(values))
+    spec = StudySpec.load(path)
+    gain = {"baseline": 0.0, "oracle-full": 4.0, "ifnd": 1.0, "threshold": -1.0}
+    rows = [{"variant": v, "seed": s, "status": "done", "knn5_top1": 70.0 + s + g + (0.5 * s if v == "ifnd" else 0),
+             "knn20_top1": 60.0, "linear_top1": 80.0, "fn_precision_end": 0.5, "fn_recall_end": 0.25,
+             "epoch_time_s": 2.0 if v == "baseline" else 3.0}
+            for v, g in gain.items() for s in (0, 1)]
+    table = leaderboard_table(spec, rows)
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "variant" not in line]
+    # oracle gap +4: the oracle reaches 100%, ifnd (+1.0, +1.5) 31%, threshold -25%; epoch time 3 / 2
+    assert [line.split(" | ")[0] for line in lines] == ["| oracle-full", "| ifnd", "| threshold"]
+    assert lines[1] == "| ifnd | 2 | 1.25 ± 0.35 (+1.00, +1.50) | 3.5 | 31% | 0.50 ± 0.00 | 0.25 ± 0.00 | 1.50 |"
+    assert "(+4.00)" in table
+    assert leaderboard_table(spec, [r for r in rows if r["variant"] != "oracle-full"]) == ""

@@ -70,6 +70,46 @@ def comparison_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def oracle_variant(spec: StudySpec) -> str | None:
+    """The study's upper bound: the first variant that removes every true false negative from the first step
+    (``detection.mode=oracle``, ``oracle=full``, elimination), or None."""
+    for variant in spec.variants:
+        det = spec.config(variant, spec.seeds[0]).detection
+        if det.mode == "oracle" and det.oracle == "full" and det.loss == "elimination":
+            return variant
+    return None
+
+
+def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
+    """Every variant but the baseline, best share of the oracle gap first: Δ of the first score vs the baseline
+    (mean ± std, per seed), the share of the oracle's mean Δ it reaches, end P / R, and its mean epoch time
+    over the baseline's. Empty without an oracle variant with results."""
+    oracle, key = oracle_variant(spec), score_keys(spec)[0]
+    gap, _ = mean_std(paired_differences(rows, oracle, spec.baseline, key).values()) if oracle else (math.nan, 0)
+    if math.isnan(gap):
+        return ""
+    base_time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in rows
+                            if r["variant"] == spec.baseline and r.get("status") == "done")
+    entries = []
+    for variant in spec.variants:
+        gains = paired_differences(rows, variant, spec.baseline, key)
+        if variant == spec.baseline or not gains:
+            continue
+        done = [r for r in rows if r["variant"] == variant and r.get("status") == "done"]
+        mean, _ = mean_std(gains.values())
+        diff, ratio = _paired(rows, variant, spec.baseline, key)
+        time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in done)
+        entries.append((mean / gap, [variant, str(len(gains)), diff, ratio, f"{100 * mean / gap:.0f}%",
+                                     *(_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in DETECTION[2:]),
+                                     "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
+    head = (f"| variant | seeds | Δ {score_labels(spec)[0]} vs {spec.baseline} (per seed) | Δ/sd | share of the "
+            f"oracle gap | P end | R end | epoch time / {spec.baseline} |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(entries, key=lambda e: -e[0])]
+    return (f"\n## Leaderboard\n\nShare of the oracle gap: mean Δ over the mean Δ of `{oracle}` "
+            f"({gap:+.2f}).\n\n" + "\n".join(lines) + "\n")
+
+
 def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """The markdown table of ``summary.md``: one line per variant."""
     scores = score_keys(spec)
@@ -109,7 +149,7 @@ def write_summary(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
               f"at the last).\n\n")
     compared = ("\n## Paired comparisons\n\nEach score of the variant minus the reference's, seed by seed; sd is "
                 "|mean| over the std of the differences.\n\n" + comparison_table(spec, rows)) if spec.compare else ""
-    (out / "summary.md").write_text(header + summary_table(spec, rows) + compared)
+    (out / "summary.md").write_text(header + summary_table(spec, rows) + leaderboard_table(spec, rows) + compared)
     return [out / "results.csv", out / "summary.md", *plot(spec, rows)]
 
 

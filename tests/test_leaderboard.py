@@ -1,0 +1,41 @@
+"""tools/leaderboard.py: shares of the oracle gap across two tiny study files with hand-written results."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import yaml
+
+BASE = {"method": "simclr", "device": "cpu", "data": {"name": "digits", "image_size": 16, "max_train_samples": 64},
+        "model": {"backbone": "small_cnn"}, "train": {"epochs": 1, "batch_size": 32}}
+
+
+def _setting(tmp_path, name: str, default_name: str, gains: dict[str, float]):
+    path = tmp_path / f"{name}.yaml"
+    variants = {"baseline": ["detection.mode=none"], "oracle-full": ["detection.mode=oracle", "detection.oracle=full"],
+                default_name: ["detection.mode=ifnd", "detection.num_clusters=[4]"],
+                "threshold": ["detection.mode=threshold"]}
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / name), "seeds": [0, 1, 2], "base": BASE,
+                                    "variants": variants, "knn_k": [5]}))
+    for variant in variants:
+        for seed in (0, 1, 2):
+            run = tmp_path / name / "runs" / variant / f"seed{seed}"
+            run.mkdir(parents=True)
+            row = {"variant": variant, "seed": seed, "status": "done", "knn5_top1": 50.0 + seed + gains.get(variant, 0)}
+            (run / "study.json").write_text(json.dumps(row))
+    return str(path)
+
+
+def test_mean_share_over_settings_names_the_best_method(tmp_path, monkeypatch, capsys, load_tool):
+    tool = load_tool("leaderboard")
+    first = _setting(tmp_path, "a", "ifnd-union-all-early", {"oracle-full": 2.0, "ifnd-union-all-early": 1.0,
+                                                             "threshold": 1.5})
+    second = _setting(tmp_path, "b", "default", {"oracle-full": 4.0, "default": 3.0, "threshold": -1.0})
+    monkeypatch.setattr(sys, "argv", ["leaderboard", first, second, "--alias", "ifnd-union-all-early=default"])
+    tool.main()
+    out = capsys.readouterr().out.splitlines()
+    # default: 50% and 75% -> 62%; threshold: 75% and -25% -> 25%; the oracle is a bound, not ranked
+    assert "| default | +1.00 (50%) | +3.00 (75%) | 62% |" in out
+    assert "| threshold | +1.50 (75%) | -1.00 (-25%) | 25% |" in out
+    assert out[-1] == "best mean share of the oracle gap over all 2 settings: default (62%)"
