@@ -102,7 +102,9 @@ NEGATIVES_KEYS: dict[str, Option] = {
     "negatives.fn_threshold": Option(1e-3, "fne: false-negative probability above which a candidate is down-weighted."),
     "negatives.cut_down": Option(True, "fne: zero the weight of easy negatives (similarity <= positive mean - cut_margin)."),
     "negatives.cut_margin": Option(0.2, "fne: how far below the running positive mean a negative counts as easy."),
-    "negatives.min_positives": Option(200, "fne: reliable positive pairs seen in the current epoch before the statistics are used."),
+    "negatives.min_positives": Option(200, "fne: positive pairs fed to the statistics since the epoch began (since the run began with stats_reset=never) before they are used (the original's nums_right_sims = 200)."),
+    "negatives.stats_pairs": Option("reliable", "fne: in-batch pairs whose positive and hardest negatives feed the statistics. reliable: pairs top-1 in both directions (the original); all: every pair (statistics ready sooner).", ("reliable", "all")),
+    "negatives.stats_reset": Option("epoch", "fne: clear the statistics at every epoch's start (the original), or never (running over the whole run; min_positives then counts since the start).", ("epoch", "never")),
 }
 DETECTION_KEYS: dict[str, Option] = {
     "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; threshold: a learned similarity threshold per anchor (no clustering); oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "threshold", "oracle", "noisy_oracle")),

@@ -315,3 +315,56 @@ def test_log_odds_above_a_limit_from_the_roots_matches_the_quadratic(pos_std, ne
     above = stats.log_odds_above(sims, limit, offset=-2.0, within=within)
     near_root = (log_odds - limit).abs() < 1e-9
     assert torch.equal(above[~near_root], expected[~near_root])
+
+
+# --- statistics variants ----------------------------------------------------------------
+
+
+def test_select_all_pairs_takes_every_pair():
+    from ifnd.falseneg.bayes import select_all_pairs
+
+    sim = torch.tensor([[0.9, 0.2, 0.3], [0.1, 0.8, 0.5], [0.4, 0.7, 0.6]])  # pair 2 is not reliable
+    pos, neg = select_all_pairs(sim)
+    assert_close(pos, torch.tensor([0.9, 0.8, 0.6]))
+    # hardest of rows 0, 1, 2 (0.3, 0.5, 0.7), then of columns 0, 1, 2 (0.4, 0.7, 0.5)
+    assert_close(neg, torch.tensor([0.3, 0.5, 0.7, 0.4, 0.7, 0.5]))
+    assert select_all_pairs(torch.tensor([[0.5]]))[0].numel() == 0
+
+
+def test_all_pairs_make_the_statistics_ready_sooner():
+    sim = torch.tensor([[0.9, 0.2, 0.3], [0.1, 0.8, 0.5], [0.4, 0.7, 0.6]])  # 2 reliable pairs of 3
+    reliable = FNESampler(SimilarityStats(min_positives=3))
+    every = FNESampler(SimilarityStats(min_positives=3), stats_pairs="all")
+    reliable.update_stats(sim)
+    every.update_stats(sim)
+    assert not reliable.stats.ready and every.stats.ready
+    assert every.stats.pos_mean == pytest.approx((0.9 + 0.8 + 0.6) / 3)
+    assert every.stats.neg_mean == pytest.approx((0.3 + 0.5 + 0.7 + 0.4 + 0.7 + 0.5) / 6)
+
+
+def test_running_statistics_survive_the_epoch_start():
+    sim = torch.tensor([[0.9, 0.2, 0.3], [0.1, 0.8, 0.5], [0.4, 0.7, 0.6]])
+    faithful, running = FNESampler(SimilarityStats(min_positives=3)), FNESampler(SimilarityStats(min_positives=3),
+                                                                                 stats_reset="never")
+    for epoch in (0, 1):
+        for sampler in (faithful, running):
+            sampler.start_epoch(epoch)
+            sampler.update_stats(sim)
+    assert int(faithful.stats.count[0]) == 2 and not faithful.stats.ready  # reset at epoch 1: 2 reliable pairs
+    assert int(running.stats.count[0]) == 4 and running.stats.ready  # both epochs' pairs
+    assert running.stats.pos_mean == pytest.approx(0.85) and int(running.epoch) == 1
+    running.reset()  # an explicit reset still clears them
+    assert int(running.stats.count[0]) == 0
+
+
+def test_statistics_variants_come_from_the_config():
+    from types import SimpleNamespace
+
+    neg = SimpleNamespace(sampler="fne", min_positives=20, tau=0.5, prior=1e-4, fn_threshold=1e-3, cut_down=True,
+                          cut_margin=0.2, warmup_epochs=1, stats_pairs="all", stats_reset="never")
+    sampler = FNESampler.from_config(SimpleNamespace(negatives=neg))
+    assert sampler.stats.min_positives == 20 and sampler.stats_reset == "never"
+    sampler.update_stats(torch.tensor([[0.2, 0.9], [0.8, 0.1]]))  # no reliable pair, 2 pairs
+    assert int(sampler.stats.count[0]) == 2
+    with pytest.raises(ValueError, match="stats_pairs"):
+        FNESampler(stats_pairs="top1")

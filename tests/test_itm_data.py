@@ -230,3 +230,47 @@ def test_features_errors_are_clear(tmp_path):
     (tmp_path / "dev_caps.txt").write_text("a\nb\nc\n")
     with pytest.raises(DataError, match="N_img"):
         load_features(str(tmp_path), "dev", 1)
+
+
+# --- the false-negative density knob ------------------------------------------------------
+
+
+def test_caption_density_by_hand():
+    from ifnd.itm.data import ItmSplit, caption_density
+
+    # 3 images, 4 captions; caption 0 (image 0) also fits image 1; caption 3 (image 2) fits every image
+    matches = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=bool)
+    split = ItmSplit([None] * 3, ["a", "b", "c", "d"], np.array([0, 0, 1, 2]), matches=matches)
+    density = caption_density(split)
+    assert density["images_per_caption"] == pytest.approx(7 / 4)
+    assert density["fn_share_t2i"] == pytest.approx((1 + 0 + 0 + 2) / 4 / 2)  # other images fitting, of 2 candidates
+    # image 0: caption 3 of its 2 others' captions; image 1: captions 0, 3 of 3; image 2: none of 3
+    assert density["fn_share_i2t"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    assert caption_density(ItmSplit([None], ["a"], np.array([0]))) == {}
+
+
+def test_density_knob_moves_the_measured_density(demo_test):
+    from ifnd.itm.data import caption_density
+
+    settings = [((0, 0), 3), ((1, 3), 3), ((6, 6), 3), ((6, 6), 6)]  # from the digit only to every attribute, finely
+    densities = [caption_density(load_demo("test", 16, attributes, bins)) for attributes, bins in settings]
+    assert densities[1] == caption_density(demo_test)  # the defaults are the original demo
+    for key in ("images_per_caption", "fn_share_t2i", "fn_share_i2t"):
+        values = [d[key] for d in densities]
+        assert values == sorted(values, reverse=True) and values[0] > values[-1], (key, values)
+    assert densities[0]["images_per_caption"] == pytest.approx(20, abs=3)  # 200 test images, 10 digits
+    assert densities[-1]["images_per_caption"] < 1.5
+    fine = load_demo("test", 16, (6, 6), 6)
+    assert fine.matches[np.arange(len(fine.captions)), fine.caption_image].all()  # a caption always fits its image
+    assert all(caption.count("grade") == 6 and " of 6" in caption for caption in fine.captions[:5])
+
+
+def test_density_keys_are_validated(demo_test):
+    cfg = SimpleNamespace(data=SimpleNamespace(name="demo", image_size=16, caption_attributes=[3, 1], caption_bins=3))
+    with pytest.raises(DataError, match="data.caption_attributes"):
+        load_split(cfg, "test")
+    cfg.data.caption_attributes, cfg.data.caption_bins = [1, 3], 1
+    with pytest.raises(DataError, match="data.caption_bins"):
+        load_split(cfg, "test")
+    cfg.data.caption_bins = 3
+    assert load_split(cfg, "test").captions == demo_test.captions

@@ -70,6 +70,9 @@ def test_train_one_epoch_writes_run_files_and_eval_reads_the_checkpoint(tmp_path
     record = metrics["history"][0]
     assert metrics["epochs_done"] == 1 and record["loss"] > 0 and set(METRIC_KEYS) <= set(metrics["val"])
     assert 0 <= record["same_class_negatives_pct"] <= 100 and "fne/pos_mean" in record
+    density = metrics["data_density"]  # measured at load: images a caption fits, share of candidates fitting
+    assert set(density) == {"train", "val"} and 1 <= density["train"]["images_per_caption"] <= 40
+    assert 0 < density["val"]["fn_share_t2i"] < 1
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["negatives"]["sampler"] == "fne"
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["vocab"][:2] == ["<pad>", "<unk>"] and state["architecture"]["backbone"] == "small_cnn"

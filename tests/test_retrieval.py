@@ -107,3 +107,23 @@ def test_matching_metrics_count_every_fitting_item():
     # captions: 0 -> image 1 scores higher (miss at 1), 1 -> image 1 higher (miss), 2 -> image 0 fits (hit)
     assert extended["ext_r1_t2i"] == pytest.approx(100 / 3)
     assert extended["ext_rsum"] == pytest.approx(sum(v for k, v in extended.items() if k != "ext_rsum"))
+
+
+def test_extended_recall_at_two_densities_of_hand_made_matches():
+    from ifnd.metrics.retrieval import matching_metrics
+
+    # 3 images x 3 captions (caption i of image i)
+    sims = torch.tensor([[0.9, 0.8, 0.1], [0.7, 0.2, 0.6], [0.3, 0.95, 0.5]])
+    caption_image = torch.tensor([0, 1, 2])
+    plain = retrieval_metrics(sims, caption_image)
+    # sparse: each caption fits only its own image -> extended R@K is plain R@K
+    sparse = matching_metrics(sims, torch.eye(3, dtype=torch.bool))
+    assert {key: sparse[f"ext_{key}"] for key in METRIC_KEYS} == pytest.approx(plain)
+    # dense: each caption fits 2 images (caption 0: images 0, 1; caption 1: 1, 2; caption 2: 2, 0)
+    dense = matching_metrics(sims, torch.tensor([[True, True, False], [False, True, True], [True, False, True]]))
+    # image -> best fitting caption: 0.9 (image 0), 0.7 (image 1), 0.95 (image 2): all first in their rows
+    assert dense["ext_r1_i2t"] == 100.0
+    # caption -> best fitting image: 0.9 (caption 0, first), 0.95 (caption 1, first), 0.5 (caption 2, behind 0.6)
+    assert dense["ext_r1_t2i"] == pytest.approx(200 / 3) and dense["ext_r5_t2i"] == 100.0
+    assert plain["r1_i2t"] == pytest.approx(100 / 3) and plain["r1_t2i"] == pytest.approx(100 / 3)
+    assert dense["ext_rsum"] == pytest.approx(500 + 200 / 3) and plain["rsum"] == pytest.approx(400 + 200 / 3)

@@ -5,9 +5,10 @@ serves image-text fine-tuning (candidates: momentum batch plus memory) and MoCo
 pretraining (candidates: the queue, positives: same dataset id):
 
 1. :func:`select_reliable_pairs` picks, from an in-batch ``[B, B]`` similarity matrix,
-   the pairs that are top-1 in both directions, with their hardest in-batch negatives;
+   the pairs that are top-1 in both directions, with their hardest in-batch negatives
+   (the original; :func:`select_all_pairs`: every pair, a variant, see :data:`STATS_PAIRS`);
 2. :class:`SimilarityStats` keeps global statistics of those positive and negative
-   similarities over an epoch (no gradient);
+   similarities over an epoch, or over the whole run (no gradient);
 3. :func:`false_negative_probability` applies Bayes' rule with a small prior;
 4. :func:`sampling_weights` turns similarities into sampling weights (closeness kernel,
    false-negative down-weighting, cut-down of easy negatives and known positives);
@@ -30,6 +31,10 @@ from torch import Tensor, nn
 from ifnd.falseneg.triplet import hardest_negative_indices
 
 STATS_METHODS = ("gaussian", "histogram")
+STATS_PAIRS = ("reliable", "all")
+"""Which in-batch pairs feed the statistics: ``reliable`` (mutually top-1, the original) or ``all``."""
+STATS_RESETS = ("epoch", "never")
+"""When the statistics are cleared: at every epoch's start (the original) or ``never`` (running over the run)."""
 COSINE_BOUND = 1.05  # |similarity| of unit-norm embeddings, with room for low-precision rounding
 _POS, _NEG = 0, 1  # rows of the statistics buffers
 
@@ -264,6 +269,27 @@ def select_reliable_pairs(sim: Tensor) -> tuple[Tensor, Tensor]:
         then the hardest off-diagonal entry of each reliable row followed by that of each
         reliable column.
     """
+    return _select_pairs(sim, reliable_only=True)
+
+
+@torch.no_grad()
+def select_all_pairs(sim: Tensor) -> tuple[Tensor, Tensor]:
+    """Positive and hardest negative similarities of every in-batch pair (a variant of
+    :func:`select_reliable_pairs` for batches that hold few reliable pairs).
+
+    Args:
+        sim: ``[B, B]`` float, in-batch image-text similarities; ``sim[i, i]`` is pair ``i``.
+            With ``B < 2`` no pair has a negative and none is returned.
+
+    Returns:
+        ``(pos_sims [B], neg_sims [2B])``, detached: the diagonal, then the hardest
+        off-diagonal entry of each row followed by that of each column.
+    """
+    return _select_pairs(sim, reliable_only=False)
+
+
+def _select_pairs(sim: Tensor, reliable_only: bool) -> tuple[Tensor, Tensor]:
+    """The pairs of :func:`select_reliable_pairs` (``reliable_only``) or of :func:`select_all_pairs`."""
     if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
         raise ValueError(f"expected a square [B, B] matrix, got {tuple(sim.shape)}")
     sim = sim.detach()
@@ -271,10 +297,11 @@ def select_reliable_pairs(sim: Tensor) -> tuple[Tensor, Tensor]:
     if size < 2:
         return sim.new_empty(0), sim.new_empty(0)
     diag = torch.arange(size, device=sim.device)
-    reliable = (sim.argmax(dim=1) == diag) & (sim.argmax(dim=0) == diag)
+    keep = (sim.argmax(dim=1) == diag) & (sim.argmax(dim=0) == diag) if reliable_only else \
+        torch.ones(size, dtype=torch.bool, device=sim.device)
     off_diag = sim.masked_fill(torch.eye(size, dtype=torch.bool, device=sim.device), float("-inf"))
-    pos_sims = sim.diagonal()[reliable]
-    neg_sims = torch.cat([off_diag.amax(dim=1)[reliable], off_diag.amax(dim=0)[reliable]])
+    pos_sims = sim.diagonal()[keep]
+    neg_sims = torch.cat([off_diag.amax(dim=1)[keep], off_diag.amax(dim=0)[keep]])
     return pos_sims, neg_sims
 
 
@@ -471,6 +498,10 @@ class FNESampler(nn.Module):
         stats: statistics to use; default ``SimilarityStats()``.
         tau, prior, fn_threshold, cut_down, cut_margin: see :func:`sampling_weights`.
         warmup_epochs: epochs of hardest-negative training before sampling starts.
+        stats_pairs: ``reliable`` (the original: mutually top-1 pairs, :func:`select_reliable_pairs`)
+            or ``all`` (every pair, :func:`select_all_pairs`).
+        stats_reset: ``epoch`` (the original: :meth:`start_epoch` clears the statistics) or
+            ``never`` (they run over the whole run; :meth:`reset` still clears them).
     """
 
     def __init__(
@@ -482,10 +513,15 @@ class FNESampler(nn.Module):
         cut_down: bool = True,
         cut_margin: float = 0.2,
         warmup_epochs: int = 1,
+        stats_pairs: str = "reliable",
+        stats_reset: str = "epoch",
     ):
         super().__init__()
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
+        if stats_pairs not in STATS_PAIRS or stats_reset not in STATS_RESETS:
+            raise ValueError(f"stats_pairs must be one of {STATS_PAIRS} and stats_reset one of {STATS_RESETS}; "
+                             f"got {stats_pairs!r}, {stats_reset!r}")
         self.stats = stats if stats is not None else SimilarityStats()
         self.tau = tau
         self.prior = prior
@@ -493,6 +529,8 @@ class FNESampler(nn.Module):
         self.cut_down = cut_down
         self.cut_margin = cut_margin
         self.warmup_epochs = warmup_epochs
+        self.select_pairs = select_reliable_pairs if stats_pairs == "reliable" else select_all_pairs
+        self.stats_reset = stats_reset
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
 
     @classmethod
@@ -503,7 +541,7 @@ class FNESampler(nn.Module):
             return None
         return cls(SimilarityStats(min_positives=neg.min_positives), tau=neg.tau, prior=neg.prior,
                    fn_threshold=neg.fn_threshold, cut_down=neg.cut_down, cut_margin=neg.cut_margin,
-                   warmup_epochs=neg.warmup_epochs)
+                   warmup_epochs=neg.warmup_epochs, stats_pairs=neg.stats_pairs, stats_reset=neg.stats_reset)
 
     @property
     def in_warmup(self) -> bool:
@@ -511,17 +549,18 @@ class FNESampler(nn.Module):
         return int(self.epoch) < self.warmup_epochs
 
     def start_epoch(self, epoch: int) -> None:
-        """Record the (0-based) epoch that begins and reset the statistics."""
+        """Record the (0-based) epoch that begins and reset the statistics (unless ``stats_reset="never"``)."""
         self.epoch.fill_(epoch)
-        self.reset()
+        if self.stats_reset == "epoch":
+            self.reset()
 
     def reset(self) -> None:
         """Clear the statistics."""
         self.stats.reset()
 
     def update_stats(self, sim_matrix: Tensor) -> None:
-        """Feed the reliable pairs of an in-batch ``[B, B]`` similarity matrix to the statistics."""
-        self.stats.update(*select_reliable_pairs(sim_matrix))
+        """Feed the pairs of an in-batch ``[B, B]`` similarity matrix (reliable ones, or all) to the statistics."""
+        self.stats.update(*self.select_pairs(sim_matrix))
 
     @torch.no_grad()
     def weights(self, sims: Tensor, pos_sims: Tensor, positive_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,8 @@ Layouts (``data.name``):
   ``data.captions_per_image`` captions per image row, in order;
 * ``demo`` — built in and offline: scikit-learn's handwritten digits with 5 generated
   captions per image (:mod:`ifnd.itm.demo_captions`). Many captions of different images
-  say the same thing, which makes false negatives common.
+  say the same thing, which makes false negatives common; how common is set by
+  ``data.caption_attributes`` and ``data.caption_bins`` and measured by :func:`caption_density`.
 
 The caption-to-image map is always explicit (``caption_image``), never ``i // 5``, and
 every training item carries its image id (the image's index in the split).
@@ -34,7 +35,7 @@ from torch.utils.data import Dataset
 from ifnd.runtime.seeding import derive_seed, seeded_call
 from ifnd.data.sources import DataError, load_digits_split
 from ifnd.data.views import build_eval_transform
-from ifnd.itm.demo_captions import attribute_edges, caption_digits, caption_matches, image_facts
+from ifnd.itm.demo_captions import ATTRIBUTES, attribute_edges, caption_digits, caption_matches, image_facts
 from ifnd.itm.text import Vocabulary, pad_tokens
 
 DEMO_SPLITS = ("train", "val", "test")
@@ -149,11 +150,13 @@ class ImageFiles:
 # ---------------------------------------------------------------------------- loaders
 
 
-def load_demo(split: str, image_size: int) -> ItmSplit:
+def load_demo(split: str, image_size: int, attributes: tuple[int, int] = (1, 3), bins: int = 3) -> ItmSplit:
     """Built-in digits with generated captions that know which images they fit.
 
     ``train`` is scikit-learn digits' fixed training split (1,437 images); ``val`` (160 images)
-    and ``test`` (200 images, 1,000 captions) split its test split. 5 captions each.
+    and ``test`` (200 images, 1,000 captions) split its test split. 5 captions each, naming
+    ``attributes = (fewest, most)`` attributes binned in ``bins`` quantile bins of the training
+    images (:func:`~ifnd.itm.demo_captions.caption_digits`; the defaults are the original demo).
     """
     if split not in DEMO_SPLITS:
         raise DataError(f"the demo data has splits {list(DEMO_SPLITS)}, not {split!r}")
@@ -162,9 +165,34 @@ def load_demo(split: str, image_size: int) -> ItmSplit:
     if split != "train":
         rows = np.arange(DEMO_VAL_IMAGES) if split == "val" else np.arange(DEMO_VAL_IMAGES, len(test))
         source = type(test)(test.images[rows], test.labels[rows], test.classes)
-    facts = image_facts(source.images, source.labels, attribute_edges(train.images))
-    captions, caption_image, said = caption_digits(facts, seed=DEMO_SPLITS.index(split))
+    facts = image_facts(source.images, source.labels, attribute_edges(train.images, bins))
+    captions, caption_image, said = caption_digits(facts, DEMO_SPLITS.index(split), tuple(attributes), bins)
     return ItmSplit(_PilImages(source), captions, caption_image, source.labels, caption_matches(said, facts))
+
+
+def caption_density(split: ItmSplit) -> dict[str, float]:
+    """How common false negatives are in a split whose captions know every image they fit.
+
+    Returns:
+        ``images_per_caption``: images a caption fits, its own included, on average;
+        ``fn_share_t2i``: of a caption's candidate images (every other image), the share that fit it;
+        ``fn_share_i2t``: of an image's candidate captions (those of other images), the share that fit it;
+        each averaged over the anchors. Empty when the split has no such annotation (``matches`` None).
+    """
+    if split.matches is None:
+        return {}
+    matches, own = split.matches, split.caption_image
+    num_images, num_captions = split.num_images, len(split.captions)
+    fits = matches.sum(axis=1)
+    others = matches.copy()
+    others[np.arange(num_captions), own] = False
+    own_captions = np.bincount(own, minlength=num_images)
+    other_captions = np.maximum(num_captions - own_captions, 1)
+    return {
+        "images_per_caption": float(fits.mean()),
+        "fn_share_t2i": float(others.sum(axis=1).mean() / max(num_images - 1, 1)),
+        "fn_share_i2t": float((others.sum(axis=0) / other_captions).mean()),
+    }
 
 
 def find_annotations(root: str, annotations: str) -> Path:
@@ -264,7 +292,13 @@ def load_split(cfg: Any, split: str | Sequence[str]) -> ItmSplit:
         raise DataError(f"data.name={data.name!r} reads one split at a time, got {splits}")
     if data.name == "features":
         return load_features(data.root, splits[0], data.captions_per_image)
-    return load_demo(splits[0], data.image_size)
+    fewest_most = list(data.caption_attributes)
+    if len(fewest_most) != 2 or not 0 <= fewest_most[0] <= fewest_most[1] <= len(ATTRIBUTES):
+        raise DataError(f"data.caption_attributes must be [fewest, most] with 0 <= fewest <= most <= {len(ATTRIBUTES)}, "
+                        f"got {fewest_most}")
+    if data.caption_bins < 2:
+        raise DataError(f"data.caption_bins must be >= 2 (3: terciles, the original demo), got {data.caption_bins}")
+    return load_demo(splits[0], data.image_size, tuple(fewest_most), data.caption_bins)
 
 
 def load_train_split(cfg: Any) -> ItmSplit:

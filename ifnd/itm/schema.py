@@ -22,6 +22,8 @@ ITM_KEYS: dict[str, Option] = {
     "data.image_size": Option(224, "Side of the square images fed to the image encoder, in pixels (not used by features)."),
     "data.train_augment": Option("crop_flip", "Training image augmentation: none, random resized crop, or crop plus horizontal flip.", ("none", "crop", "crop_flip")),
     "data.normalize": Option(True, "Normalise images with ImageNet mean and std."),
+    "data.caption_attributes": Option([1, 3], "demo only: [fewest, most] attributes (of 6: ink, slant, width, height, row, column) each caption names besides its digit, 0 <= fewest <= most <= 6; more attributes fit fewer images (fewer false negatives). [1, 3]: the original demo (a caption fits 46 of the 1,437 training images on average); [0, 0]: the digit only (144); [6, 6] with data.caption_bins=6: about 1.2. The measured density is logged and in metrics.json (data_density).", item_type=int),
+    "data.caption_bins": Option(3, "demo only: equal-count bins of each attribute over the training images, >= 2 (3: terciles, the original demo); above 3 each phrase also names its bin ('grade 2 of 6'), a cue that singles out fewer images."),
     "data.max_train_images": Option(0, "Use only the first N training images with all their captions (0 = all); for quick runs."),
     "data.num_workers": Option(2, "DataLoader worker processes (0 = load in the main process)."),
     # --- text encoder -----------------------------------------------------------

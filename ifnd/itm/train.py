@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ifnd.itm.data import (
     PairDataset,
+    caption_density,
     collate_pairs,
     feature_shape,
     image_transform,
@@ -62,6 +63,12 @@ class ITMTask:
         self.settings = LoopSettings.from_train(cfg.train)
         self.train_split = load_train_split(cfg)
         self.val_split = load_split(cfg, validation_split(cfg)) if cfg.data.val_split else None
+        self.data_density = {name: density for name, split in (("train", self.train_split), ("val", self.val_split))
+                             if split is not None and (density := caption_density(split))}
+        for name, density in self.data_density.items():
+            log.info("%s captions fit %.1f images on average; %.2f%% of a caption's candidate images and %.2f%% of "
+                     "an image's candidate captions fit the anchor", name, density["images_per_caption"],
+                     100 * density["fn_share_t2i"], 100 * density["fn_share_i2t"])
         pretrained = None
         if saved is not None:
             self.vocab = Vocabulary.from_list(saved["vocab"])
@@ -171,6 +178,7 @@ class ITMTask:
         return {
             "sampler": self.cfg.negatives.sampler,
             "use_memory": self.cfg.negatives.use_memory,
+            "data_density": self.data_density,
             "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
         }
 
