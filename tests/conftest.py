@@ -63,7 +63,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def load_tool():
-    """Factory: ``load_tool("compare_fne")`` -> the module ``tools/compare_fne.py`` (tools are scripts, not a package)."""
+    """Factory: ``load_tool("detection_ceiling")`` -> the module ``tools/detection_ceiling.py`` (tools are scripts, not a package)."""
 
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")

@@ -181,3 +181,67 @@ def test_leaderboard_ranks_by_share_of_the_oracle_gap(tmp_path):
     assert lines[1] == "| ifnd | 2 | 1.25 ± 0.35 (+1.00, +1.50) | 3.5 | 31% | 0.50 ± 0.00 | 0.25 ± 0.00 | 1.50 |"
     assert "(+4.00)" in table
     assert leaderboard_table(spec, [r for r in rows if r["variant"] != "oracle-full"]) == ""
+
+
+ITM_BASE = {
+    "device": "cpu", "data": {"name": "demo", "image_size": 16, "max_train_images": 40, "num_workers": 0,
+                              "train_augment": "none"},
+    "text": {"word_dim": 8, "hidden_dim": 8}, "model": {"embed_dim": 16},
+    "negatives": {"memory_size": 64, "min_positives": 4, "warmup_epochs": 1},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.001, "lr_decay_epochs": [1], "eval_batch_size": 64},
+}
+
+
+@pytest.mark.slow
+def test_itm_study_scores_rsum_and_fne_statistics_and_tables_the_grid(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    path = tmp_path / "itm.yaml"
+    path.write_text(yaml.safe_dump({
+        "task": "itm", "output_dir": str(tmp_path / "out"), "seeds": [0], "baseline": "infonce@coarse", "base": ITM_BASE,
+        "variants": {"infonce@coarse": ["negatives.sampler=infonce"],
+                     "fne@fine": ["negatives.sampler=fne", "data.caption_attributes=[6, 6]", "data.caption_bins=6"]},
+        "compare": [["fne@fine", "infonce@coarse"]]}, sort_keys=False))
+    try:
+        spec = StudySpec.load(path)
+        assert spec.task == "itm" and spec.config("fne@fine", 0).data.caption_bins == 6
+        rows = {r["variant"]: r for r in study_run.run_study(spec)}
+    finally:
+        torch.set_num_threads(threads)
+    assert all(0 <= r[k] <= 600 for r in rows.values() for k in ("rsum", "ext_rsum"))
+    assert rows["fne@fine"]["rsum"] <= rows["fne@fine"]["ext_rsum"]  # a fitting image counts as a hit too
+    assert 0 <= rows["fne@fine"]["fne/ready_share"] <= 1 and math.isnan(rows["infonce@coarse"]["fne/ready_share"])
+    # the measured density follows the knob: the fine captions fit fewer of the 40 images
+    assert rows["fne@fine"]["images_per_caption"] < rows["infonce@coarse"]["images_per_caption"]
+    out = tmp_path / "out"
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert {"rsum", "ext_rsum", "fne/ready_share", "images_per_caption", "epoch_time_s"} <= set(table[0])
+    summary = (out / "summary.md").read_text()
+    assert "Δ RSUM vs baseline" in summary and "| fne@fine | infonce@coarse | " in summary
+    assert "### RSUM by setting" in summary and "| variant | coarse | fine |" in summary
+    assert "| infonce | " in summary and "| fne |  | " in summary  # one cell per setting run
+    monkeypatch.setattr(study_run, "itm_train", lambda *a, **k: pytest.fail("a complete run was trained again"))
+    assert len(study_run.run_study(spec)) == 2
+
+
+def test_study_task_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match="task"):
+        StudySpec.load(_study(tmp_path, task="finetune"))
+    with pytest.raises(ConfigError, match="detection.mode"):  # an itm study's keys are itm-train's
+        StudySpec.load(_study(tmp_path, task="itm", base=ITM_BASE))
+
+
+def test_transfer_study_fine_tunes_each_pretraining_seed_on_the_same_images():
+    root = Path(__file__).resolve().parents[1] / "configs" / "studies"
+    pretraining, transfer = StudySpec.load(root / "itm_transfer_pretrain.yaml"), StudySpec.load(root / "itm_transfer.yaml")
+    assert transfer.task == "itm" and transfer.seeds == pretraining.seeds
+    for variant in pretraining.variants:
+        pre = pretraining.config(variant, 0)
+        assert (pre.data.name, pre.data.image_size, pre.model.backbone) == ("digits", 16, "small_cnn")
+        for seed in transfer.seeds:
+            cfg = transfer.config(variant, seed)
+            assert cfg.model.image_checkpoint == str(pretraining.run_dir(variant, seed) / "checkpoints" / "last.pt")
+            assert (cfg.data.name, cfg.data.image_size) == ("demo", 16)
+    assert transfer.config("random-init", 1).model.image_checkpoint == ""
+    assert {pretraining.config(v, 0).train.epochs for v in pretraining.variants} == {30}  # one budget

@@ -22,11 +22,13 @@ from ifnd.data.build import build_sources
 from ifnd.eval.checkpoints import build_encoder, read_encoder_weights
 from ifnd.eval.linear import encode, linear_probe
 from ifnd.eval.schema import load_eval_config
+from ifnd.itm.train import itm_train
 from ifnd.metrics.knn import knn_accuracy
 from ifnd.pretrain.task import pretrain
 from ifnd.runtime.distributed import pick_device
 from ifnd.runtime.loop import TrainingDiverged
 from ifnd.runtime.run import RunDir
+from ifnd.study.itm import itm_row
 from ifnd.study.spec import StudySpec
 from ifnd.study.summary import write_summary
 
@@ -61,21 +63,27 @@ def score_encoder(spec: StudySpec, run_dir: Path) -> dict[str, float]:
     return scores
 
 
+def pretrain_row(spec: StudySpec, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A finished pretraining run's detection figures and encoder scores."""
+    return dict(fn_precision_mean=metrics["fn_precision_mean"], fn_recall_mean=metrics["fn_recall_mean"],
+                fn_precision_end=metrics["fn_precision"], fn_recall_end=metrics["fn_recall"],
+                **score_encoder(spec, run_dir))
+
+
 def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume) one run and score it; returns and writes its ``study.json`` row."""
     cfg = spec.config(variant, seed)
     run_dir = spec.run_dir(variant, seed)
     row: dict[str, Any] = {"variant": variant, "seed": seed}
+    itm = spec.task == "itm"
     try:
-        metrics = pretrain(cfg, resume="auto")
+        metrics = itm_train(cfg, resume="auto") if itm else pretrain(cfg, resume="auto")
     except TrainingDiverged as err:  # a diverged run is a result too: recorded, not retried
         log.warning("%s seed %d diverged: %s", variant, seed, err)
         row.update(status="diverged")
     else:
-        row.update(status="done", train_time_s=metrics["train_time_s"],
-                   fn_precision_mean=metrics["fn_precision_mean"], fn_recall_mean=metrics["fn_recall_mean"],
-                   fn_precision_end=metrics["fn_precision"], fn_recall_end=metrics["fn_recall"],
-                   **timing_figures(metrics["history"]), **score_encoder(spec, run_dir))
+        row.update(status="done", train_time_s=metrics["train_time_s"], **timing_figures(metrics["history"]),
+                   **(itm_row(run_dir, metrics) if itm else pretrain_row(spec, run_dir, metrics)))
     (run_dir / "study.json").write_text(json.dumps(row, indent=2))
     return row
 

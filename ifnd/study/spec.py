@@ -1,16 +1,18 @@
-"""A study file: which variants of a pretraining config to run, with which seeds, and how to score them.
+"""A study file: which variants of a pretraining (or image-text) config to run, with which seeds, and how to score them.
 
 Layout (YAML under ``configs/studies/``)::
 
+    task: pretrain                    # pretrain (default): `ifnd pretrain` runs scored by kNN and a linear probe;
+                                      # itm: `itm-train` runs scored by test RSUM (ifnd/study/itm.py)
     output_dir: runs/study_fmnist     # DIR: DIR/runs/<variant>/seed<k>, DIR/results.csv, DIR/summary.md, DIR/*.png
     seeds: [0, 1, 2]                  # at least 3 for a claim
     baseline: baseline                # the variant every other is compared with, seed by seed
-    base: {...}                       # ordinary pretraining keys (python -m ifnd config --defaults)
-    variants:                         # name -> overrides on top of base, applied last
+    base: {...}                       # ordinary keys of the task (python -m ifnd config --defaults [--kind itm])
+    variants:                         # name -> overrides on top of base, applied last ({seed}: the run's seed)
       baseline: [detection.mode=none]
       oracle-full: [detection.mode=oracle, detection.oracle=full]
-    knn_k: [20, 200]                  # kNN neighbours scored on the final encoder
-    linear: {epochs: 100}             # linear.* keys of the linear probe on cached features
+    knn_k: [20, 200]                  # pretrain: kNN neighbours scored on the final encoder
+    linear: {epochs: 100}             # pretrain: linear.* keys of the linear probe on cached features
     compare:                          # optional [variant, reference] pairs: summary.md's paired table
       - [oracle-full, baseline]       # (every score, seed by seed)
 
@@ -26,9 +28,12 @@ from typing import Any, Sequence
 
 import yaml
 
-from ifnd.config import Config, ConfigError, format_override, parse_override, resolve
+from ifnd.config import SCHEMA, Config, ConfigError, Option, format_override, parse_override, resolve
+from ifnd.itm.schema import ITM_SCHEMA
 
-TOP_KEYS = ("output_dir", "seeds", "baseline", "base", "variants", "knn_k", "linear", "compare")
+TOP_KEYS = ("task", "output_dir", "seeds", "baseline", "base", "variants", "knn_k", "linear", "compare")
+TASK_SCHEMAS: dict[str, dict[str, Option]] = {"pretrain": SCHEMA, "itm": ITM_SCHEMA}
+"""What a study's runs are (``task``), with the config schema of each."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,15 @@ class StudySpec:
     knn_k: tuple[int, ...]
     linear: dict[str, Any]
     compare: tuple[tuple[str, str], ...] = ()
+    task: str = "pretrain"
 
     def config(self, variant: str, seed: int) -> Config:
-        """The resolved pretraining config of one run."""
+        """The resolved config (pretraining, or ``itm-train`` for ``task: itm``) of one run."""
         run_dir = self.run_dir(variant, seed)
-        overrides = [*self.base_overrides, *self.variants[variant], f"seed={seed}",
-                     format_override("output_dir", str(run_dir))]
-        return resolve(self.base, overrides, where=f"{self.path} (base + variant {variant!r})")
+        own = [o.replace("{seed}", str(seed)) for o in self.variants[variant]]
+        overrides = [*self.base_overrides, *own, f"seed={seed}", format_override("output_dir", str(run_dir))]
+        return resolve(self.base, overrides, where=f"{self.path} (base + variant {variant!r})",
+                       schema=TASK_SCHEMAS[self.task])
 
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.output_dir / "runs" / variant / f"seed{seed}"
@@ -78,6 +85,9 @@ class StudySpec:
                 values[key] = value
             else:
                 base_overrides.append(text)
+        task = values.get("task", "pretrain")
+        if task not in TASK_SCHEMAS:
+            raise ConfigError(f"study task must be one of {list(TASK_SCHEMAS)}, got {task!r} in {str(path)!r}")
         seeds = tuple(values.get("seeds", [0, 1, 2]))
         variants = {name: tuple(sets or ()) for name, sets in values["variants"].items()}
         baseline = values.get("baseline", next(iter(variants)))
@@ -92,7 +102,7 @@ class StudySpec:
                               f"got {[list(pair) for pair in bad]}")
         spec = cls(path, Path(values.get("output_dir", f"runs/{path.stem}")), seeds, baseline, values["base"],
                    tuple(base_overrides), variants, tuple(values.get("knn_k", [20, 200])), values.get("linear", {}),
-                   compare)
+                   compare, task)
         for variant in variants:
             spec.config(variant, seeds[0])
         return spec

@@ -1,6 +1,7 @@
 """A study's results: ``results.csv`` (a row per run), ``summary.md`` (mean ± std per variant and the
 per-seed difference to the baseline) and PNG plots (accuracy against detection precision, the
-precision/recall noise map with every detector on it, kNN curves over epochs)."""
+precision/recall noise map with every detector on it, kNN curves over epochs; for ``task: itm``
+validation RSUM over epochs, with the columns and grid tables of :mod:`ifnd.study.itm`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
+from ifnd.study import itm
 from ifnd.study.spec import StudySpec
 
 DETECTION = ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_recall_end")
@@ -18,13 +20,26 @@ TIMES = ("epoch_time_s", "round_time_s", "train_time_s")
 
 
 def score_keys(spec: StudySpec) -> list[str]:
-    """The accuracy columns: kNN top-1 at each ``spec.knn_k``, then the linear probe; the first is the one compared."""
+    """The accuracy columns: kNN top-1 at each ``spec.knn_k``, then the linear probe (itm: RSUM, extended RSUM);
+    the first is the one compared."""
+    if spec.task == "itm":
+        return list(itm.SCORES)
     return [*(f"knn{k}_top1" for k in spec.knn_k), "linear_top1"]
 
 
 def score_labels(spec: StudySpec) -> list[str]:
     """Table headings of :func:`score_keys`, in the same order."""
+    if spec.task == "itm":
+        return list(itm.LABELS)
     return [*(f"kNN k={k}" for k in spec.knn_k), "linear"]
+
+
+def detail_columns(spec: StudySpec) -> list[tuple[str, str, int]]:
+    """``(row key, heading, digits)`` of the columns after the scores: detection P/R (itm: FNE's statistics and the
+    data's false-negative density)."""
+    if spec.task == "itm":
+        return list(itm.DETAILS)
+    return [(key, label, 3) for key, label in zip(DETECTION, ("P mean", "R mean", "P end", "R end"))]
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -72,7 +87,9 @@ def comparison_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
 
 def oracle_variant(spec: StudySpec) -> str | None:
     """The study's upper bound: the first variant that removes every true false negative from the first step
-    (``detection.mode=oracle``, ``oracle=full``, elimination), or None."""
+    (``detection.mode=oracle``, ``oracle=full``, elimination), or None (always for ``task: itm``)."""
+    if spec.task != "pretrain":
+        return None
     for variant in spec.variants:
         det = spec.config(variant, spec.seeds[0]).detection
         if det.mode == "oracle" and det.oracle == "full" and det.loss == "elimination":
@@ -114,8 +131,9 @@ def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """The markdown table of ``summary.md``: one line per variant."""
     scores = score_keys(spec)
     labels = score_labels(spec)
-    head = ("| variant | seeds | " + " | ".join(labels) + f" | Δ {labels[0]} "
-            "vs baseline (per seed) | Δ/sd | P mean | R mean | P end | R end | epoch s | round s |")
+    details = detail_columns(spec)
+    head = ("| variant | seeds | " + " | ".join(labels) + f" | Δ {labels[0]} vs baseline (per seed) | Δ/sd | "
+            + "".join(f"{label} | " for _, label, _ in details) + "epoch s | round s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     not_run = [v for v in spec.variants if not any(r["variant"] == v for r in rows)]
     for variant in spec.variants:
@@ -124,8 +142,7 @@ def summary_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
         done = [r for r in rows if r["variant"] == variant and r.get("status") == "done"]
         diff, ratio = ("-", "-") if variant == spec.baseline else _paired(rows, variant, spec.baseline, scores[0])
         cells = [variant, str(len(done)), *(_pm(*mean_std(r[k] for r in done)) for k in scores), diff, ratio,
-                 *(_pm(*mean_std(r.get(k, math.nan) for r in done), 3)
-                   for k in DETECTION),
+                 *(_pm(*mean_std(r.get(k, math.nan) for r in done), digits) for k, _, digits in details),
                  *(_pm(*mean_std(r.get(k, math.nan) for r in done), 1) for k in TIMES[:2])]
         lines.append("| " + " | ".join(cells) + " |")
     diverged = [f"{r['variant']} seed {r['seed']}" for r in rows if r.get("status") == "diverged"]
@@ -139,17 +156,22 @@ def write_summary(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
     out = spec.output_dir
     out.mkdir(parents=True, exist_ok=True)
     with (out / "results.csv").open("w", newline="") as handle:
-        columns = ["variant", "seed", "status", *score_keys(spec), *DETECTION, *TIMES]
+        columns = ["variant", "seed", "status", *score_keys(spec), *(k for k, _, _ in detail_columns(spec)), *TIMES]
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
         writer.writeheader()
         writer.writerows(rows)
+    columns_note = itm.NOTE if spec.task == "itm" else (
+        "P and R are the pair precision and recall of the detected false negatives (mean over the epochs that "
+        "detect, and at the last).")
     header = (f"# Study `{spec.path}`\n\nSeeds {list(spec.seeds)}; baseline `{spec.baseline}`; mean ± sample std over "
-              f"seeds; Δ is paired by seed; Δ/sd is |mean difference| over the std of the differences. P and R are "
-              f"the pair precision and recall of the detected false negatives (mean over the epochs that detect, and "
-              f"at the last).\n\n")
+              f"seeds; Δ is paired by seed; Δ/sd is |mean difference| over the std of the differences. "
+              f"{columns_note}\n\n")
     compared = ("\n## Paired comparisons\n\nEach score of the variant minus the reference's, seed by seed; sd is "
                 "|mean| over the std of the differences.\n\n" + comparison_table(spec, rows)) if spec.compare else ""
-    (out / "summary.md").write_text(header + summary_table(spec, rows) + leaderboard_table(spec, rows) + compared)
+    grids = itm.grid_tables(list(spec.variants), lambda v, k: _pm(*mean_std(r[k] for r in rows if r["variant"] == v
+                                                                            and r.get("status") == "done"), 1))
+    (out / "summary.md").write_text(header + summary_table(spec, rows) + leaderboard_table(spec, rows) + grids
+                                    + compared)
     return [out / "results.csv", out / "summary.md", *plot(spec, rows)]
 
 
@@ -194,13 +216,14 @@ def plot(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
         _number_points(ax, key_ax, [(pt[0], pt[1], pt[2], pt[5]) for pt in detecting])
         paths.append(_save(fig, out / "noise_map.png"))
     fig, ax = plt.subplots(figsize=(6, 4))
+    curve_key = "val/rsum" if spec.task == "itm" else "knn_top1"
     for variant in spec.variants:
-        curves = [_knn_curve(spec.run_dir(variant, seed)) for seed in spec.seeds]
+        curves = [_curve(spec.run_dir(variant, seed), curve_key) for seed in spec.seeds]
         curves = [c for c in curves if c]
         if curves:
             epochs = sorted(set.intersection(*(set(c) for c in curves)))
             ax.plot(epochs, [statistics.fmean(c[e] for c in curves) for e in epochs], label=variant)
-    ax.set(xlabel="epoch", ylabel="kNN monitor top-1 (%)")
+    ax.set(xlabel="epoch", ylabel="validation RSUM" if spec.task == "itm" else "kNN monitor top-1 (%)")
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "curves.png"))
     return paths
@@ -226,12 +249,12 @@ def _number_points(ax: Any, key_ax: Any, points: list[tuple[str, float, float, f
                 va="top", fontsize=7, family="monospace", transform=key_ax.transAxes)
 
 
-def _knn_curve(run_dir: Path) -> dict[int, float]:
-    """``{epochs done: knn_top1}`` from a run's ``metrics.json`` (empty when it has none)."""
+def _curve(run_dir: Path, key: str) -> dict[int, float]:
+    """``{epochs done: value of key}`` from a run's ``metrics.json`` (empty when it has none)."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return {}
-    return {h["epoch"] + 1: h["knn_top1"] for h in json.loads(path.read_text())["history"] if "knn_top1" in h}
+    return {h["epoch"] + 1: h[key] for h in json.loads(path.read_text())["history"] if key in h}
 
 
 def _save(fig: Any, path: Path) -> Path:
