@@ -50,7 +50,8 @@ class ITMTask:
 
     # Keys a resumed run must share with the checkpoint (weights, memory and vocabulary depend on them).
     resume_keys: ClassVar[tuple[str, ...]] = (
-        "data.name", "data.train_splits", "data.max_train_images", "text.min_count", "text.word_dim",
+        "data.name", "data.train_splits", "data.max_train_images", "data.caption_attributes", "data.caption_bins",
+        "text.min_count", "text.word_dim",
         "text.hidden_dim", "text.num_layers", "text.pooling", "model.embed_dim", "model.backbone", "model.cifar_stem",
         "model.image_checkpoint", "model.feature_hidden_dim", "negatives.sampler", "negatives.use_memory",
         "negatives.memory_size",
