@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -141,5 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted):
-        print("interrupted: the checkpoint is saved; continue with --resume auto", file=sys.stderr)
+        print(f"interrupted: the checkpoint is saved; {continue_hint(args, argv)}", file=sys.stderr)
         return 130
+
+
+def continue_hint(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
+    """How to continue an interrupted command: a study resumes by running the same command again (it
+    refuses ``--resume``); every other command takes ``--resume auto``."""
+    if args.command == "study":
+        words = list(sys.argv[1:] if argv is None else argv)
+        return f"continue with the same command: {shlex.join(['python', '-m', 'ifnd', *words])}"
+    return "continue with --resume auto"

@@ -29,6 +29,42 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and the fix."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys after it may override those
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (the later definition would replace the earlier one)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The contents of the YAML file ``path`` (``None`` when empty); every YAML file we read goes through here.
+
+    A syntax error or a key defined twice in one mapping is a :class:`ConfigError` of one line:
+    ``what 'path', line L column C: problem``.
+    """
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {str(path)!r}{where}: {problem}") from None
+
+
 @dataclass(frozen=True)
 class Option:
     """One config key: default value, expected type, allowed values, documentation."""
@@ -277,10 +313,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file, e.g. configs/demo.yaml")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+        values = read_yaml(path, "config file") or {}
         if not isinstance(values, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(values).__name__}")
     return resolve(values, overrides, where=str(path) if path else "config", schema=schema)
@@ -377,10 +410,7 @@ def load_experiment(
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} not found; pass one of configs/experiments/*.yaml with --config")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"experiment file {str(path)!r} is not valid YAML: {err}") from err
+    values = read_yaml(path, "experiment file") or {}
     if not isinstance(values, dict) or not isinstance(values.get("base") or {}, dict):
         raise ConfigError(f"experiment file {str(path)!r} must hold a mapping, with config keys under 'base'")
     base = values.pop("base", None) or {}

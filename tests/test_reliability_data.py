@@ -1,0 +1,134 @@
+"""Bad input refused early and clearly: YAML files, study files, cluster counts, images, one-class data."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import yaml
+
+from ifnd.config import ConfigError, load_config, load_experiment, read_yaml
+from ifnd.eval.report import load_run
+from ifnd.study import run as study_run
+from ifnd.study.spec import StudySpec
+
+BASE = {
+    "method": "simclr", "device": "cpu",
+    "data": {"name": "digits", "image_size": 16, "num_workers": 0, "max_train_samples": 64},
+    "model": {"backbone": "small_cnn", "proj_hidden_dim": 32, "proj_dim": 16},
+    "train": {"epochs": 1, "batch_size": 32},
+}
+
+
+def _study(tmp_path, **extra) -> str:
+    """A study file's text (three seeds, two variants), with top-level keys replaced by ``extra``."""
+    values = {"output_dir": str(tmp_path / "out"), "seeds": [0, 1, 2], "baseline": "baseline", "base": BASE,
+              "variants": {"baseline": ["detection.mode=none"], "oracle": ["detection.mode=oracle"]},
+              "knn_k": [5], "linear": {"epochs": 2}, **extra}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------- YAML files
+
+
+def test_a_key_defined_twice_is_refused_in_every_yaml_file_we_read(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("train:\n  epochs: 3\n  lr: 0.1\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match=r"config file '.*config.yaml', line 4 column 3: duplicate key 'epochs'"):
+        load_config(config)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("base: {seed: 1}\nseeds: [0]\nseeds: [1]\n")
+    with pytest.raises(ConfigError, match="experiment file .* line 3 .*duplicate key 'seeds'"):
+        load_experiment(experiment, ["seeds"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\nseed: 1\n")
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="run config .* line 2 .*duplicate key 'seed'"):
+        load_run(run)
+    # a merge key's values may be overridden: not a duplicate
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("defaults: &d {a: 1, b: 2}\nitem:\n  <<: *d\n  a: 3\n")
+    assert read_yaml(merged)["item"] == {"a": 3, "b": 2}
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 3\n  lr: [0.1\nseed: 1\n")
+    for load in (load_config, StudySpec.load):
+        with pytest.raises(ConfigError) as err:
+            load(bad)
+        assert "\n" not in str(err.value) and f"'{bad}', line 4 column 5: expected ','" in str(err.value)
+
+
+# ---------------------------------------------------------------- study files
+
+
+def test_duplicate_variant_names_are_refused(tmp_path):
+    path = _study(tmp_path)
+    path.write_text(path.read_text().replace("  oracle:", "  baseline:"))  # the second variant reuses the name
+    with pytest.raises(ConfigError, match="study file .* duplicate key 'baseline'"):
+        StudySpec.load(path)
+
+
+def test_only_with_an_unknown_variant_is_refused_naming_the_variants(tmp_path):
+    spec = StudySpec.load(_study(tmp_path))
+    with pytest.raises(ConfigError, match=r"--only names \['baselin'\].*variants are baseline,oracle"):
+        study_run.run_study(spec, only={"baselin"})
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_fewer_than_three_seeds_warns(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="ifnd.study.spec"):
+        StudySpec.load(_study(tmp_path))
+    assert "seed" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="ifnd.study.spec"):
+        StudySpec.load(_study(tmp_path, seeds=[0]))
+    assert "1 seed(s) [0]; a claim needs at least 3" in caplog.text
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("linear", {"epoch": 100}, "unknown config key 'linear.epoch'.*Did you mean 'linear.epochs'"),
+    ("linear", {"lr": "fast"}, "linear.lr.*float"),
+    ("linear", [100], "'linear' takes a mapping"),
+    ("knn_k", [20, 0], "'knn_k' takes a non-empty list of distinct integers >= 1"),
+    ("knn_k", [], "'knn_k'"),
+    ("seeds", [0, "1"], "'seeds' takes"),
+    ("compare", [["oracle"]], "compare"),
+    ("baseline", ["baseline"], "baseline"),
+    ("variants", {"baseline": "detection.mode=none"}, "variant 'baseline' must be a name .* list of key=value"),
+    ("output_dir", 3, "'output_dir' takes a folder path"),
+])
+def test_study_level_keys_are_validated_at_load(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        StudySpec.load(_study(tmp_path, **{key: value}))
+
+
+def test_the_stop_hint_of_a_study_is_the_study_command(tmp_path, monkeypatch, capsys):
+    from ifnd import cli
+    from ifnd.runtime.loop import Interrupted
+
+    path = _study(tmp_path)
+
+    def stopped(spec, only):
+        raise Interrupted
+
+    monkeypatch.setattr(study_run, "run_study", stopped)
+    assert cli.main(["study", "--config", str(path), "--only", "oracle"]) == 130
+    err = capsys.readouterr().err
+    assert f"continue with the same command: python -m ifnd study --config {path} --only oracle" in err
+    assert "--resume" not in err
+
+
+def test_study_epoch_time_counts_the_time_before_a_stop():
+    # a run stopped after 3 s of epoch 0 and resumed: the resumed epoch's record times only its last 1 s,
+    # while the engine's train_time_s holds all of it
+    metrics = {"train_time_s": 6.0, "epochs_done": 2,
+               "history": [{"epoch": 0, "epoch_time_s": 1.0}, {"epoch": 1, "epoch_time_s": 2.0,
+                                                                 "round/round_time_s": 0.5}]}
+    figures = study_run.timing_figures(metrics)
+    assert figures == {"epoch_time_s": 3.0, "round_time_s": 0.5}
+    assert math.isnan(study_run.timing_figures({**metrics, "history": []})["round_time_s"])
