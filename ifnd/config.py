@@ -20,7 +20,7 @@ import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
@@ -72,8 +72,17 @@ class Option:
     default: Any
     doc: str
     choices: tuple[Any, ...] | None = None
+    # A further check of the typed value: returns what is wrong ("must be ...") or None.
+    check: Callable[[Any], str | None] | None = None
     # For list values: the type of each element.
     item_type: type | None = None
+
+
+def cluster_counts_problem(ks: list[int]) -> str | None:
+    """What is wrong with a list of k-means cluster counts (each k >= 1, no k twice), or None."""
+    if any(isinstance(k, bool) or k < 1 for k in ks) or len(set(ks)) != len(ks):
+        return "must be distinct cluster counts k >= 1 (one per granularity level)"
+    return None
 
 
 # Shared fragments: dotted key -> Option. Every command's schema is assembled from them
@@ -149,7 +158,7 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.threshold_lr": Option(0.01, "threshold: step size of the per-anchor threshold updates (one per step an anchor is in the batch)."),
     "detection.loss": Option("elimination", "Detected false negatives leave the denominator, or become positives.", ("elimination", "attraction")),
     "detection.features": Option("pass", "Cluster an extra centre-crop pass over the training set (pass: more precise detection, measured in docs/results.md) or the embeddings stored during the last epoch (bank: no extra pass).", ("bank", "pass")),
-    "detection.num_clusters": Option([30, 60], "k of each granularity level.", item_type=int),
+    "detection.num_clusters": Option([30, 60], "k of each granularity level (distinct, each at least 1 and at most the training samples).", item_type=int, check=cluster_counts_problem),
     "detection.hierarchical": Option(False, "Build coarser levels by clustering the finer level's centroids (labels nest)."),
     "detection.warmup_epochs": Option(10, "Epochs of plain training before the first clustering round (the default: a tenth of train.epochs's default, as in the detection study's best configuration)."),
     "detection.cluster_every": Option(1, "Epochs between clustering rounds."),
@@ -268,6 +277,9 @@ def _check_value(key: str, value: Any, option: Option) -> Any:
         )
     if option.choices is not None and value not in option.choices:
         raise ConfigError(f"config key {key!r} must be one of {list(option.choices)}, got {value!r}")
+    problem = option.check(value) if option.check is not None else None
+    if problem:
+        raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
     return value
 
 

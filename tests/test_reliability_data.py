@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -132,3 +133,25 @@ def test_study_epoch_time_counts_the_time_before_a_stop():
     figures = study_run.timing_figures(metrics)
     assert figures == {"epoch_time_s": 3.0, "round_time_s": 0.5}
     assert math.isnan(study_run.timing_figures({**metrics, "history": []})["round_time_s"])
+
+
+# ---------------------------------------------------------------- cluster counts
+
+
+@pytest.mark.parametrize("value", ["[10,0]", "[10, -3]", "[]", "[10, a]", "[10, 10]", "[true]", "[10, 2.5]"])
+def test_bad_cluster_counts_fail_at_config_load_naming_key_and_value(value):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"detection.num_clusters={value}"])
+    assert "\n" not in str(err.value) and str(err.value).startswith("config key 'detection.num_clusters' must be")
+    assert str(err.value).endswith(f"got {yaml.safe_load(value)!r}")
+
+
+def test_more_clusters_than_samples_fail_before_training(tiny_cfg):
+    from ifnd.pretrain.task import PretrainTask
+    from ifnd.runtime.loop import Engine
+
+    cfg = tiny_cfg(detection={"mode": "ifnd", "num_clusters": [10, 200], "warmup_epochs": 1})
+    with pytest.raises(ConfigError, match=r"detection.num_clusters=\[10, 200\]: k=\[200\] exceed the 128 training"):
+        Engine(cfg, PretrainTask)
+    assert not (Path(cfg.output_dir) / "checkpoints" / "last.pt").exists()
+    Engine(tiny_cfg(detection={"mode": "oracle", "num_clusters": [10, 200]}), PretrainTask).run.close()  # no k-means
