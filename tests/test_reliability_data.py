@@ -6,10 +6,13 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from ifnd.config import ConfigError, load_config, load_experiment, read_yaml
+from ifnd.data.sources import DataError, ImageFileDataset, _is_readable_image
 from ifnd.eval.report import load_run
 from ifnd.study import run as study_run
 from ifnd.study.spec import StudySpec
@@ -155,3 +158,90 @@ def test_more_clusters_than_samples_fail_before_training(tiny_cfg):
         Engine(cfg, PretrainTask)
     assert not (Path(cfg.output_dir) / "checkpoints" / "last.pt").exists()
     Engine(tiny_cfg(detection={"mode": "oracle", "num_clusters": [10, 200]}), PretrainTask).run.close()  # no k-means
+
+
+# ---------------------------------------------------------------- images
+
+
+def _image_folder(root, per_class: int = 8, size: int = 16) -> None:
+    """Two class folders of random-noise JPEGs."""
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.random.RandomState(10 * c + i).randint(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.jpg", quality=95)
+
+
+def _truncate(path) -> None:
+    """Cut a JPEG's last 100 bytes: the header survives, so the start-up scan (verify()) passes; decoding fails."""
+    path.write_bytes(path.read_bytes()[:-100])
+    assert _is_readable_image(path)
+
+
+def test_an_undecodable_image_is_refused_naming_the_file(tmp_path):
+    _image_folder(tmp_path)
+    _truncate(tmp_path / "a" / "3.jpg")
+    ds = ImageFileDataset.from_folder(str(tmp_path), on_corrupt="error")
+    with pytest.raises(DataError, match=r"cannot decode image .*a/3.jpg \(image file is truncated.*on_corrupt=skip"):
+        ds[3]
+
+
+def test_an_undecodable_image_is_replaced_by_a_seeded_other_and_counted(tmp_path, caplog):
+    _image_folder(tmp_path)
+    _truncate(tmp_path / "a" / "3.jpg")
+    with caplog.at_level(logging.WARNING, logger="ifnd.data.sources"):
+        ds = ImageFileDataset.from_folder(str(tmp_path), on_corrupt="skip", seed=5)
+        image, label = ds[3]
+    assert f"cannot decode image {tmp_path / 'a' / '3.jpg'}" in caplog.text
+    assert ds.undecodable.nonzero().flatten().tolist() == [3]
+    again = ImageFileDataset.from_folder(str(tmp_path), on_corrupt="skip", seed=5)[3]  # a fresh process, a resume
+    assert np.array_equal(np.asarray(image), np.asarray(again[0])) and label == again[1]
+    replacement = next(i for i in range(len(ds)) if i != 3 and np.array_equal(np.asarray(ds[i][0]), np.asarray(image)))
+    assert label == ds.labels[replacement]
+    head = ds.first(3)  # max_train_samples: replacements stay inside the first samples
+    assert len(head) == 3 and not head.undecodable.any()
+
+
+def test_undecodable_images_reach_metrics_from_loader_workers(tmp_path, tiny_cfg):
+    from ifnd.pretrain.task import pretrain
+
+    _image_folder(tmp_path / "images")
+    _truncate(tmp_path / "images" / "b" / "1.jpg")
+    metrics = pretrain(tiny_cfg(data={"name": "imagefolder", "root": str(tmp_path / "images"), "num_workers": 2,
+                                      "max_train_samples": 0}, train={"epochs": 1, "batch_size": 8}))
+    assert metrics["undecodable_images"] == 1 and metrics["history"][0]["data/undecodable_images"] == 1
+
+
+def test_16_bit_images_are_scaled_to_8_bits_and_float_images_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "a" / "ramp16.png")
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "a" / "ramp32.tif")
+    ds = ImageFileDataset.from_folder(str(tmp_path))
+    for index, mode in enumerate(("I;16", "I")):
+        assert Image.open(ds.samples[index][0]).mode == mode
+        pixels = np.asarray(ds[index][0])
+        assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
+        assert np.abs(pixels[..., 0].astype(int) - ramp.astype(int) * 255 / 65535).max() <= 0.5
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "a" / "ramp32.tif")
+    with pytest.raises(DataError, match=r"ramp32.tif: mode F \(32-bit float pixels\)"):
+        ds[1]
+    Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(tmp_path / "a" / "ramp32.tif")
+    with pytest.raises(DataError, match="ramp32.tif: mode I pixels span 70000..70000, outside 16 bits"):
+        ds[1]
+
+
+def test_the_undecodable_marks_survive_a_resume(tmp_path, tiny_cfg):
+    from ifnd.pretrain.task import PretrainTask
+    from ifnd.runtime.loop import Engine
+
+    _image_folder(tmp_path / "images")
+    cfg = tiny_cfg(data={"name": "imagefolder", "root": str(tmp_path / "images"), "max_train_samples": 0},
+                   train={"batch_size": 8})
+    engine = Engine(cfg, PretrainTask)
+    engine.task.train_src.undecodable[3] = True  # as a loader worker marks it
+    engine.save()
+    engine.run.close()
+    resumed = Engine(cfg, PretrainTask, resume="auto")
+    assert resumed.task.train_src.undecodable.nonzero().flatten().tolist() == [3]
+    resumed.run.close()

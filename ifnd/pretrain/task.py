@@ -132,6 +132,8 @@ class PretrainTask:
                 record.update({f"fn_level{level}_precision": tally.precision(level),
                                f"fn_level{level}_recall": tally.recall(level)})
             self.last_tally = tally
+        if self.train_src.undecodable.any():  # marked by the loader's workers too (shared memory)
+            record["data/undecodable_images"] = int(self.train_src.undecodable.sum())
         knn = self.cfg.knn
         if knn.every and epochs_done % knn.every == 0 or epochs_done == self.cfg.train.epochs:
             record.update(self.knn_monitor())
@@ -149,6 +151,7 @@ class PretrainTask:
             "detector": self.detector.state_dict(),
             "fne": self.fne.state_dict() if self.fne is not None else None,
             "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
+            "undecodable": self.train_src.undecodable.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -159,6 +162,8 @@ class PretrainTask:
             self.fne.load_state_dict(state["fne"])
         if state.get("detection_tally") is not None:
             self.last_tally = DetectionTally(**state["detection_tally"])
+        if state.get("undecodable") is not None:  # in place: the tensor is shared with the loader's workers
+            self.train_src.undecodable |= state["undecodable"]
 
     def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         last_knn = next((h for h in reversed(history) if "knn_top1" in h), {})
@@ -179,6 +184,8 @@ class PretrainTask:
             "fn_per_class": per_class,
             "fn_confusion": None if self.last_tally is None else self.last_tally.detected[-1].tolist(),
             "accepted_share": self.detector.share,
+            # training images that failed to decode and were replaced by others (data.on_corrupt=skip)
+            "undecodable_images": int(self.train_src.undecodable.sum()),
         }
 
     # ---------------------------------------------------------------- detection and monitor
