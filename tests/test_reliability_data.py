@@ -163,9 +163,9 @@ def test_more_clusters_than_samples_fail_before_training(tiny_cfg):
 # ---------------------------------------------------------------- images
 
 
-def _image_folder(root, per_class: int = 8, size: int = 16) -> None:
-    """Two class folders of random-noise JPEGs."""
-    for c, name in enumerate(("a", "b")):
+def _image_folder(root, classes: tuple[str, ...] = ("a", "b"), per_class: int = 8, size: int = 16) -> None:
+    """A folder per class of random-noise JPEGs."""
+    for c, name in enumerate(classes):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             pixels = np.random.RandomState(10 * c + i).randint(0, 256, (size, size, 3), dtype=np.uint8)
@@ -245,3 +245,34 @@ def test_the_undecodable_marks_survive_a_resume(tmp_path, tiny_cfg):
     resumed = Engine(cfg, PretrainTask, resume="auto")
     assert resumed.task.train_src.undecodable.nonzero().flatten().tolist() == [3]
     resumed.run.close()
+
+
+# ---------------------------------------------------------------- one-class data
+
+
+def test_knn_on_one_class_or_without_a_test_split_says_why_it_is_not_scored():
+    import torch
+
+    from ifnd.metrics.knn import knn_unscored_reason
+
+    assert knn_unscored_reason(torch.tensor([0, 1, 0]), True) is None
+    assert "one class (label 2)" in knn_unscored_reason(torch.tensor([2, 2, 2]), True)
+    assert "no test split" in knn_unscored_reason(torch.tensor([0, 1]), False)
+
+
+def test_pretraining_on_one_class_records_why_knn_is_not_scored(tmp_path, caplog, capsys):
+    import json
+
+    from ifnd import cli
+
+    _image_folder(tmp_path / "images", classes=("b",))
+    run = tmp_path / "run"
+    sets = ["data.name=imagefolder", f"data.root={tmp_path / 'images'}", f"data.test_root={tmp_path / 'images'}",
+            "data.image_size=16", "data.num_workers=0", "model.proj_hidden_dim=32", "model.proj_dim=16",
+            "train.epochs=1", "train.batch_size=4", "device=cpu", "knn.k=3", "knn.baselines=true", f"output_dir={run}"]
+    with caplog.at_level(logging.WARNING, logger="ifnd.pretrain.task"):
+        assert cli.main(["pretrain", *[f"--set={s}" for s in sets]]) == 0
+    assert "the kNN monitor is not scored: the training data hold one class (label 0)" in caplog.text
+    assert "kNN not scored: the training data hold one class" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert math.isnan(metrics["knn_top1"]) and "one class" in metrics["knn_not_scored"]

@@ -23,7 +23,7 @@ from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
-from ifnd.metrics.knn import extract_features, knn_accuracy
+from ifnd.metrics.knn import extract_features, knn_accuracy, knn_unscored_reason
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.pretrain.optim import build_optimizer
@@ -54,6 +54,9 @@ class PretrainTask:
         self.true_labels = source_labels(self.train_src)
         self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
         self.views = IndexedViews(self.train_src, build_view_transform(cfg), seed=cfg.seed)
+        self.knn_unscored = knn_unscored_reason(self.true_labels, self.test_src is not None)
+        if self.knn_unscored and dist.is_main():
+            log.warning("the kNN monitor is not scored: %s", self.knn_unscored)
 
         cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
@@ -175,6 +178,7 @@ class PretrainTask:
             "detection": self.cfg.detection.mode,
             "knn_top1": last_knn.get("knn_top1", math.nan),
             "knn_top5": last_knn.get("knn_top5", math.nan),
+            "knn_not_scored": self.knn_unscored,  # why knn_top1/top5 are NaN (None: they are scored)
             "fn_precision": last_fn.get("fn_precision", math.nan),
             "fn_recall": last_fn.get("fn_recall", math.nan),
             "fn_precision_mean": sum(h["fn_precision"] for h in detecting) / len(detecting) if detecting else math.nan,
@@ -220,7 +224,7 @@ class PretrainTask:
 
     def knn_monitor(self) -> dict[str, float]:
         """Weighted kNN top-1/top-5 of the backbone's features, test split against training split (rank 0)."""
-        if self.test_src is None or not dist.is_main():
+        if self.knn_unscored or not dist.is_main():
             return {}
         cfg = self.cfg
         args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
