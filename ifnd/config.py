@@ -62,6 +62,9 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and start is not None and start.line != getattr(mark, "line", None):
+            problem += f" ({context} at line {start.line + 1})"
         raise ConfigError(f"{what} {str(path)!r}{where}: {problem}") from None
 
 

@@ -15,7 +15,9 @@ Layout (YAML under ``configs/studies/``)::
       - [oracle-full, baseline]       # (every score, seed by seed)
 
 ``--set KEY=VALUE`` changes a top-level study key (``output_dir``, ``seeds``, ``baseline``,
-``knn_k``, ``compare``) or, for any other key, ``base``.
+``knn_k``, ``compare``) or, for any other key, ``base``. Every key is checked at load (``linear``
+against the ``linear.*`` keys of ``python -m ifnd config --defaults --kind eval``); a variant
+name given twice is refused, as is any key twice in one mapping of the file.
 """
 
 from __future__ import annotations
