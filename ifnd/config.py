@@ -58,6 +58,8 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     """
     try:
         return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

@@ -66,6 +66,9 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path):
         with pytest.raises(ConfigError) as err:
             load(bad)
         assert "\n" not in str(err.value) and f"'{bad}', line 4 column 5: expected ','" in str(err.value)
+    bad.write_bytes(b"seed: \xff\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(bad)
 
 
 # ---------------------------------------------------------------- study files
