@@ -280,11 +280,11 @@ def _check_value(key: str, value: Any, option: Option) -> Any:
         raise ConfigError(
             f"config key {key!r} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
         )
-    if option.choices is not None and value not in option.choices:
-        raise ConfigError(f"config key {key!r} must be one of {list(option.choices)}, got {value!r}")
     problem = option.check(value) if option.check is not None else None
     if problem:
         raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise ConfigError(f"config key {key!r} must be one of {list(option.choices)}, got {value!r}")
     return value
 
 
