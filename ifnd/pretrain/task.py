@@ -128,6 +128,8 @@ class PretrainTask:
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
+        if self.train_src.undecodable.any():  # marked by the loader's workers too (shared memory)
+            record["data/undecodable_images"] = int(self.train_src.undecodable.sum())
         tally = DetectionTally(dist.sum_tensor(self.tally.detected), dist.sum_tensor(self.tally.actual))
         if self.detector.active and int(tally.actual.sum()):
             record.update(fn_precision=tally.precision(), fn_recall=tally.recall())
@@ -135,8 +137,6 @@ class PretrainTask:
                 record.update({f"fn_level{level}_precision": tally.precision(level),
                                f"fn_level{level}_recall": tally.recall(level)})
             self.last_tally = tally
-        if self.train_src.undecodable.any():  # marked by the loader's workers too (shared memory)
-            record["data/undecodable_images"] = int(self.train_src.undecodable.sum())
         knn = self.cfg.knn
         if knn.every and epochs_done % knn.every == 0 or epochs_done == self.cfg.train.epochs:
             record.update(self.knn_monitor())
