@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -36,7 +37,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if not dist.is_main():  # the kNN figures and the table come from rank 0
         return 0
     rows = [("pretrained encoder", metrics["knn_top1"])]
-    if cfg.knn.baselines and engine.task.test_src is not None:
+    if cfg.knn.baselines and not metrics["knn_not_scored"]:
         rows += knn_baseline_rows(engine.task)
     print_table(cfg, metrics, rows)
     return 0
@@ -68,6 +69,9 @@ def print_table(cfg: Any, metrics: dict[str, Any], rows: list[tuple[str, float]]
     if not math.isnan(metrics.get("fn_precision", math.nan)):
         print(f"false negatives detected in the last epoch: precision={metrics['fn_precision']:.3f} "
               f"recall={metrics['fn_recall']:.3f} accepted share={metrics['accepted_share']:.2f}")
+    if metrics.get("knn_not_scored"):
+        print(f"kNN not scored: {metrics['knn_not_scored']}")
+        return
     print(f"\n| features ({cfg.data.name}, kNN k={cfg.knn.k}) | top-1 % |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value:.2f} |")
@@ -141,5 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted):
-        print("interrupted: the checkpoint is saved; continue with --resume auto", file=sys.stderr)
+        print(f"interrupted: the checkpoint is saved; {continue_hint(args, argv)}", file=sys.stderr)
         return 130
+
+
+def continue_hint(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
+    """How to continue an interrupted command: a study resumes by running the same command again (it
+    refuses ``--resume``); every other command takes ``--resume auto``."""
+    if args.command == "study":
+        words = list(sys.argv[1:] if argv is None else argv)
+        return f"continue with the same command: {shlex.join(['python', '-m', 'ifnd', *words])}"
+    return "continue with --resume auto"

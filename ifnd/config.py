@@ -20,13 +20,54 @@ import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and the fix."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys after it may override those
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (the later definition would replace the earlier one)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The contents of the YAML file ``path`` (``None`` when empty); every YAML file we read goes through here.
+
+    A syntax error or a key defined twice in one mapping is a :class:`ConfigError` of one line:
+    ``what 'path', line L column C: problem``.
+    """
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and start is not None and start.line != getattr(mark, "line", None):
+            problem += f" ({context} at line {start.line + 1})"
+        raise ConfigError(f"{what} {str(path)!r}{where}: {problem}") from None
 
 
 @dataclass(frozen=True)
@@ -36,8 +77,17 @@ class Option:
     default: Any
     doc: str
     choices: tuple[Any, ...] | None = None
+    # A further check of the typed value: returns what is wrong ("must be ...") or None.
+    check: Callable[[Any], str | None] | None = None
     # For list values: the type of each element.
     item_type: type | None = None
+
+
+def cluster_counts_problem(ks: list[int]) -> str | None:
+    """What is wrong with a list of k-means cluster counts (each k >= 1, no k twice), or None."""
+    if any(isinstance(k, bool) or k < 1 for k in ks) or len(set(ks)) != len(ks):
+        return "must be distinct cluster counts k >= 1 (one per granularity level)"
+    return None
 
 
 # Shared fragments: dotted key -> Option. Every command's schema is assembled from them
@@ -55,7 +105,7 @@ IMAGE_DATA_KEYS: dict[str, Option] = {
     "data.test_root": Option("", "imagefolder: folder of the test split (same layout); filelist: text file of the test list. Empty: no kNN monitor."),
     "data.image_size": Option(32, "Side of the square images fed to the encoder, in pixels."),
     "data.num_workers": Option(2, "DataLoader worker processes (0 = load in the main process)."),
-    "data.on_corrupt": Option("skip", "Unreadable or empty image files: skip them with a warning count, or fail.", ("skip", "error")),
+    "data.on_corrupt": Option("skip", "Unreadable, empty or undecodable image files. skip: dropped at the start-up scan (header check) with a warning count; one that fails to decode when loaded (a truncated JPEG) is replaced by another sample drawn with the seed, named in a warning and counted in metrics.json's undecodable_images. error: fail, naming the file.", ("skip", "error")),
     "data.max_train_samples": Option(0, "Use only the first N training samples (0 = all); for quick runs."),
 }
 AUGMENT_KEYS: dict[str, Option] = {
@@ -115,7 +165,7 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.threshold_lr": Option(0.01, "threshold: step size of the per-anchor threshold updates (one per step an anchor is in the batch)."),
     "detection.loss": Option("elimination", "Detected false negatives leave the denominator, or become positives.", ("elimination", "attraction")),
     "detection.features": Option("pass", "Cluster an extra centre-crop pass over the training set (pass: more precise detection, measured in docs/results.md) or the embeddings stored during the last epoch (bank: no extra pass).", ("bank", "pass")),
-    "detection.num_clusters": Option([30, 60], "k of each granularity level.", item_type=int),
+    "detection.num_clusters": Option([30, 60], "k of each granularity level (distinct, each at least 1 and at most the training samples).", item_type=int, check=cluster_counts_problem),
     "detection.hierarchical": Option(False, "Build coarser levels by clustering the finer level's centroids (labels nest)."),
     "detection.warmup_epochs": Option(10, "Epochs of plain training before the first clustering round (the default: a tenth of train.epochs's default, as in the detection study's best configuration)."),
     "detection.cluster_every": Option(1, "Epochs between clustering rounds."),
@@ -232,6 +282,9 @@ def _check_value(key: str, value: Any, option: Option) -> Any:
         raise ConfigError(
             f"config key {key!r} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})"
         )
+    problem = option.check(value) if option.check is not None else None
+    if problem:
+        raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
     if option.choices is not None and value not in option.choices:
         raise ConfigError(f"config key {key!r} must be one of {list(option.choices)}, got {value!r}")
     return value
@@ -279,10 +332,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file, e.g. configs/demo.yaml")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+        values = read_yaml(path, "config file") or {}
         if not isinstance(values, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(values).__name__}")
     return resolve(values, overrides, where=str(path) if path else "config", schema=schema)
@@ -379,10 +429,7 @@ def load_experiment(
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} not found; pass one of configs/experiments/*.yaml with --config")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"experiment file {str(path)!r} is not valid YAML: {err}") from err
+    values = read_yaml(path, "experiment file") or {}
     if not isinstance(values, dict) or not isinstance(values.get("base") or {}, dict):
         raise ConfigError(f"experiment file {str(path)!r} must hold a mapping, with config keys under 'base'")
     base = values.pop("base", None) or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ifnd.runtime.sampler import ResumableSampler
 from ifnd.data.sources import (
@@ -18,30 +18,23 @@ from ifnd.data.views import IndexedImages, build_eval_transform
 
 
 def build_sources(cfg: Any) -> tuple[Dataset, Dataset | None]:
-    """``(train, test)`` image sources yielding ``(PIL image, label)``; test may be None."""
+    """``(train, test)`` image sources yielding ``(PIL image, label)`` (see :mod:`ifnd.data.sources`); test may be None."""
     data = cfg.data
     if data.name == "digits":
         train, test = load_digits_split(data.image_size)
     elif data.name == "fashion_mnist":
         train, test = load_fashion_mnist(data.root)
     elif data.name == "imagefolder":
-        train = ImageFileDataset.from_folder(data.root, data.on_corrupt)
-        test = ImageFileDataset.from_folder(data.test_root, data.on_corrupt) if data.test_root else None
+        train = ImageFileDataset.from_folder(data.root, data.on_corrupt, cfg.seed)
+        test = ImageFileDataset.from_folder(data.test_root, data.on_corrupt, cfg.seed) if data.test_root else None
     else:  # filelist
-        train = ImageFileDataset.from_list(data.train_list, data.root, data.on_corrupt)
-        test = ImageFileDataset.from_list(data.test_root, data.root, data.on_corrupt) if data.test_root else None
+        train = ImageFileDataset.from_list(data.train_list, data.root, data.on_corrupt, cfg.seed)
+        test = ImageFileDataset.from_list(data.test_root, data.root, data.on_corrupt, cfg.seed) if data.test_root else None
     if data.max_train_samples:
-        train = _subset(train, data.max_train_samples)
+        train = train.first(data.max_train_samples)
     if len(train) == 0:
         raise DataError(f"the training set of data.name={data.name!r} is empty")
     return train, test
-
-
-def _subset(source: Dataset, n: int) -> Dataset:
-    subset = Subset(source, range(min(n, len(source))))
-    subset.labels = source.labels[: len(subset)]  # type: ignore[attr-defined]
-    subset.classes = source.classes  # type: ignore[attr-defined]
-    return subset
 
 
 def source_labels(source: Dataset) -> torch.Tensor:

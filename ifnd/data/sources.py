@@ -6,19 +6,27 @@
   ``dataset-fashion-mnist``, a torchvision root, or a torchvision download.
 * :class:`ImageFileDataset` — ``ImageFolder`` directories and ``path label`` file lists,
   with empty or unreadable images skipped (counted) or refused, as configured.
+
+Every source also has ``labels`` (``[N]``), ``classes``, ``undecodable`` (``[N]`` bool: the samples whose
+file failed to decode and was replaced, shared with loader workers) and ``first(n)``.
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from ifnd.runtime.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,40 @@ FASHION_MNIST_CLASSES = (
 
 class DataError(RuntimeError):
     """The data cannot be used as configured; the message says how to fix it."""
+
+    def __init__(self, message: str):
+        # A DataLoader raises a worker's error again in the training process with the worker's traceback
+        # in the message: keep the worker's own one line.
+        if "Original Traceback" in message:
+            message = message.rsplit(f"{type(self).__name__}: ", 1)[-1].strip()
+        super().__init__(message)
+
+
+# What PIL raises on a file it cannot decode (truncated, corrupt, vanished since the scan).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+MAX_REPLACEMENTS = 100  # undecodable images in a row before giving up
+
+
+def to_rgb(image: Image.Image, path: Path | str) -> Image.Image:
+    """``image`` as 8-bit RGB.
+
+    16-bit grayscale (``I;16*``, and ``I`` as PIL opens 16-bit PNGs and TIFFs) is scaled by 255/65535,
+    not clipped at 255 as ``convert("RGB")`` does; 32-bit float and ``I`` values outside 0..65535 have no
+    known range and are refused naming the file. Every 8-bit mode goes through ``convert("RGB")``.
+    """
+    if image.mode.startswith("I"):
+        pixels = np.asarray(image, dtype=np.int64)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise DataError(f"{path}: mode {image.mode} pixels span {pixels.min()}..{pixels.max()}, outside 16 bits; "
+                            f"convert the file to 8 or 16 bits")
+        image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        raise DataError(f"{path}: mode F (32-bit float pixels) has no range to scale to 8 bits; "
+                        f"convert the file to 8 or 16 bits")
+    try:
+        return image.convert("RGB")
+    except ValueError as err:
+        raise DataError(f"{path}: cannot convert mode {image.mode} to RGB ({err}); convert the file to RGB") from None
 
 
 class ArrayImageDataset(Dataset):
@@ -45,6 +87,11 @@ class ArrayImageDataset(Dataset):
         self.images = images
         self.labels = labels.astype(np.int64)
         self.classes = list(classes)
+        self.undecodable = torch.zeros(len(images), dtype=torch.bool)  # in memory: never
+
+    def first(self, n: int) -> "ArrayImageDataset":
+        """The first ``n`` samples."""
+        return ArrayImageDataset(self.images[:n], self.labels[:n], self.classes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -140,11 +187,16 @@ class ImageFileDataset(Dataset):
 
     Empty or unreadable files are dropped at scan time with one warning that counts
     them (``on_corrupt="skip"``) or refused with the first bad path (``"error"``).
-    Returns ``(PIL RGB image, int label)``.
+    The scan reads headers only, so a file can still fail to decode when loaded (a
+    truncated JPEG): ``"error"`` then raises naming the file; ``"skip"`` warns naming it,
+    marks it in :attr:`undecodable` (shared memory, so that loader workers' marks reach
+    the training process) and returns another sample instead, drawn from the stream
+    ``("undecodable", index, attempt)`` of ``seed``: the same one in every epoch, worker
+    and resumed run. Returns ``(PIL RGB image, int label)``.
     """
 
     def __init__(self, samples: list[tuple[Path, int]], classes: Sequence[str], on_corrupt: str = "skip",
-                 source: str = ""):
+                 source: str = "", seed: int = 0):
         good = [(p, y) for p, y in samples if _is_readable_image(p)]
         bad = len(samples) - len(good)
         if bad and on_corrupt == "error":
@@ -156,13 +208,24 @@ class ImageFileDataset(Dataset):
             log.warning("skipped %d empty or unreadable image(s) in %s", bad, source)
         if not good:
             raise DataError(f"no readable images in {source}; check data.root / data.train_list")
-        self.samples = good
         self.skipped = bad
         self.classes = list(classes)
-        self.labels = np.array([y for _, y in good], dtype=np.int64)
+        self.on_corrupt, self.seed = on_corrupt, seed
+        self._set_samples(good)
+
+    def _set_samples(self, samples: list[tuple[Path, int]]) -> None:
+        self.samples = samples
+        self.labels = np.array([y for _, y in samples], dtype=np.int64)
+        self.undecodable = torch.zeros(len(samples), dtype=torch.bool).share_memory_()
+
+    def first(self, n: int) -> "ImageFileDataset":
+        """The first ``n`` samples (replacements are drawn among them)."""
+        head = copy.copy(self)
+        head._set_samples(self.samples[:n])
+        return head
 
     @classmethod
-    def from_folder(cls, root: str, on_corrupt: str = "skip") -> "ImageFileDataset":
+    def from_folder(cls, root: str, on_corrupt: str = "skip", seed: int = 0) -> "ImageFileDataset":
         folder = Path(root)
         if not root or not folder.is_dir():
             raise DataError(f"image folder {root!r} does not exist; set data.root to a folder laid out as root/class_x/img.jpg")
@@ -177,10 +240,10 @@ class ImageFileDataset(Dataset):
         ]
         if not samples:
             raise DataError(f"image folder {root!r} holds no images with extensions {IMAGE_EXTENSIONS}")
-        return cls(samples, classes, on_corrupt, source=root)
+        return cls(samples, classes, on_corrupt, source=root, seed=seed)
 
     @classmethod
-    def from_list(cls, list_file: str, base: str = "", on_corrupt: str = "skip") -> "ImageFileDataset":
+    def from_list(cls, list_file: str, base: str = "", on_corrupt: str = "skip", seed: int = 0) -> "ImageFileDataset":
         path = Path(list_file)
         if not list_file or not path.is_file():
             raise DataError(f"file list {list_file!r} does not exist; set data.train_list / data.test_root to a text file of 'path label' lines")
@@ -195,12 +258,27 @@ class ImageFileDataset(Dataset):
         if not samples:
             raise DataError(f"file list {list_file!r} is empty")
         num_classes = max(y for _, y in samples) + 1
-        return cls(samples, [str(c) for c in range(num_classes)], on_corrupt, source=list_file)
+        return cls(samples, [str(c) for c in range(num_classes)], on_corrupt, source=list_file, seed=seed)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self.samples[index]
-        with Image.open(path) as img:
-            return img.convert("RGB"), label
+        sample = index
+        for attempt in range(MAX_REPLACEMENTS):
+            path, label = self.samples[sample]
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    return to_rgb(img, path), label
+            except DECODE_ERRORS as err:
+                if self.on_corrupt == "error":
+                    raise DataError(f"cannot decode image {path} ({err}); remove or repair it, or set "
+                                    f"data.on_corrupt=skip to replace it by another image") from None
+                if not self.undecodable[sample]:
+                    log.warning("cannot decode image %s (%s); replaced by another image (data.on_corrupt=skip)",
+                                path, err)
+                    self.undecodable[sample] = True
+            sample = derive_seed(self.seed, "undecodable", index, attempt) % len(self.samples)
+        raise DataError(f"{MAX_REPLACEMENTS} images drawn in a row could not be decoded (the first: "
+                        f"{self.samples[index][0]}); check the files under {self.samples[index][0].parent}")

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from ifnd.config import read_yaml
 from ifnd.eval.checkpoints import EvalError
 
 MISSING = "—"
@@ -59,7 +58,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     evals = sorted(run_dir.glob("eval/*/metrics.json"), key=lambda p: p.stat().st_mtime)
     return RunResults(
         name=run_dir.name,
-        config=yaml.safe_load(config_file.read_text()) or {},
+        config=read_yaml(config_file, "run config") or {},
         metrics=json.loads(metrics_file.read_text()),
         evals=[json.loads(p.read_text()) for p in evals],
     )

@@ -104,7 +104,8 @@ class FalseNegativeDetector:
         if self.mode == "ifnd" and settings.embedding == "backbone" and settings.features != "pass":
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
         if self.mode == "ifnd" and too_big:
-            raise ConfigError(f"detection.num_clusters {too_big} exceed the {num_samples} training samples; lower them")
+            raise ConfigError(f"detection.num_clusters={list(settings.num_clusters)}: k={too_big} exceed the "
+                              f"{num_samples} training samples (k-means needs at least k points); lower them")
         self.labels = torch.full((levels, num_samples), -1, dtype=torch.long)
         self.confidence = torch.zeros(levels, num_samples)
         self.centroids: list[torch.Tensor] = []

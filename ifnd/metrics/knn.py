@@ -64,6 +64,20 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
     return result
 
 
+def knn_unscored_reason(train_labels: torch.Tensor, has_test_split: bool) -> str | None:
+    """Why a kNN monitor cannot score this data (one line), or None when it can.
+
+    ``train_labels``: ``[N]`` long. Without a test split there is nothing to score; with a single class in
+    the training data every prediction is that class, so any accuracy would be meaningless.
+    """
+    if not has_test_split:
+        return "no test split to score (data.test_root is empty)"
+    if train_labels.unique().numel() < 2:
+        return (f"the training data hold one class (label {int(train_labels[0])}), so every kNN prediction is that class; "
+                f"scoring needs at least two classes")
+    return None
+
+
 def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k: int = 200, temperature: float = 0.1) -> dict[str, float]:
     """Top-1 / top-5 (%) of the weighted kNN classifier."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1

@@ -23,7 +23,7 @@ from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
-from ifnd.metrics.knn import extract_features, knn_accuracy
+from ifnd.metrics.knn import extract_features, knn_accuracy, knn_unscored_reason
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.pretrain.optim import build_optimizer
@@ -54,6 +54,9 @@ class PretrainTask:
         self.true_labels = source_labels(self.train_src)
         self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
         self.views = IndexedViews(self.train_src, build_view_transform(cfg), seed=cfg.seed)
+        self.knn_unscored = knn_unscored_reason(self.true_labels, self.test_src is not None)
+        if self.knn_unscored and dist.is_main():
+            log.warning("the kNN monitor is not scored: %s", self.knn_unscored)
 
         cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
@@ -125,6 +128,8 @@ class PretrainTask:
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
+        if self.train_src.undecodable.any():  # marked by the loader's workers too (shared memory)
+            record["data/undecodable_images"] = int(self.train_src.undecodable.sum())
         tally = DetectionTally(dist.sum_tensor(self.tally.detected), dist.sum_tensor(self.tally.actual))
         if self.detector.active and int(tally.actual.sum()):
             record.update(fn_precision=tally.precision(), fn_recall=tally.recall())
@@ -149,6 +154,7 @@ class PretrainTask:
             "detector": self.detector.state_dict(),
             "fne": self.fne.state_dict() if self.fne is not None else None,
             "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
+            "undecodable": self.train_src.undecodable.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -159,6 +165,8 @@ class PretrainTask:
             self.fne.load_state_dict(state["fne"])
         if state.get("detection_tally") is not None:
             self.last_tally = DetectionTally(**state["detection_tally"])
+        if state.get("undecodable") is not None:  # in place: the tensor is shared with the loader's workers
+            self.train_src.undecodable |= state["undecodable"]
 
     def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         last_knn = next((h for h in reversed(history) if "knn_top1" in h), {})
@@ -170,6 +178,7 @@ class PretrainTask:
             "detection": self.cfg.detection.mode,
             "knn_top1": last_knn.get("knn_top1", math.nan),
             "knn_top5": last_knn.get("knn_top5", math.nan),
+            "knn_not_scored": self.knn_unscored,  # why knn_top1/top5 are NaN (None: they are scored)
             "fn_precision": last_fn.get("fn_precision", math.nan),
             "fn_recall": last_fn.get("fn_recall", math.nan),
             "fn_precision_mean": sum(h["fn_precision"] for h in detecting) / len(detecting) if detecting else math.nan,
@@ -179,6 +188,8 @@ class PretrainTask:
             "fn_per_class": per_class,
             "fn_confusion": None if self.last_tally is None else self.last_tally.detected[-1].tolist(),
             "accepted_share": self.detector.share,
+            # training images that failed to decode and were replaced by others (data.on_corrupt=skip)
+            "undecodable_images": int(self.train_src.undecodable.sum()),
         }
 
     # ---------------------------------------------------------------- detection and monitor
@@ -213,7 +224,7 @@ class PretrainTask:
 
     def knn_monitor(self) -> dict[str, float]:
         """Weighted kNN top-1/top-5 of the backbone's features, test split against training split (rank 0)."""
-        if self.test_src is None or not dist.is_main():
+        if self.knn_unscored or not dist.is_main():
             return {}
         cfg = self.cfg
         args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)

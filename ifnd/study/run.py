@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ifnd.config import ConfigError, flatten, format_override
+from ifnd.config import ConfigError, flatten, format_override, read_yaml
 from ifnd.data.build import build_sources
 from ifnd.eval.checkpoints import build_encoder, read_encoder_weights
 from ifnd.eval.linear import encode, linear_probe
@@ -35,10 +33,15 @@ from ifnd.study.summary import write_summary
 log = logging.getLogger(__name__)
 
 
-def timing_figures(history: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean epoch time (training steps only) and mean clustering-round time (NaN without rounds)."""
-    rounds = [h["round/round_time_s"] for h in history if "round/round_time_s" in h]
-    return {"epoch_time_s": sum(h["epoch_time_s"] for h in history) / max(1, len(history)),
+def timing_figures(metrics: dict[str, Any]) -> dict[str, float]:
+    """Mean epoch time (training steps only) and mean clustering-round time (NaN without rounds).
+
+    The epoch time is ``train_time_s / epochs_done`` of ``metrics.json``, not the mean of the history's
+    ``epoch_time_s``: the engine's ``train_time_s`` counts the steps before a stop too, while an epoch
+    resumed mid-way may time only the steps after the resume.
+    """
+    rounds = [h["round/round_time_s"] for h in metrics["history"] if "round/round_time_s" in h]
+    return {"epoch_time_s": metrics["train_time_s"] / max(1, metrics["epochs_done"]),
             "round_time_s": sum(rounds) / len(rounds) if rounds else math.nan}
 
 
@@ -82,7 +85,7 @@ def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
         log.warning("%s seed %d diverged: %s", variant, seed, err)
         row.update(status="diverged")
     else:
-        row.update(status="done", train_time_s=metrics["train_time_s"], **timing_figures(metrics["history"]),
+        row.update(status="done", train_time_s=metrics["train_time_s"], **timing_figures(metrics),
                    **(itm_row(run_dir, metrics) if itm else pretrain_row(spec, run_dir, metrics)))
     (run_dir / "study.json").write_text(json.dumps(row, indent=2))
     return row
@@ -94,7 +97,7 @@ def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
     path = spec.run_dir(variant, seed) / "config.yaml"
     if not path.is_file():
         return
-    saved, wanted = flatten(yaml.safe_load(path.read_text())), flatten(spec.config(variant, seed).to_dict())
+    saved, wanted = flatten(read_yaml(path, "run config") or {}), flatten(spec.config(variant, seed).to_dict())
     differ = sorted(key for key in saved.keys() & wanted.keys() if saved[key] != wanted[key])  # keys added since: defaults
     if differ:
         raise ConfigError(f"{path} was written with another config than the study's {variant!r} seed {seed} "
@@ -114,6 +117,10 @@ def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, A
     Prints which run is next, how many are left and an estimate of the time left (from the
     runs done in this call).
     """
+    unknown = sorted((only or set()) - set(spec.variants))
+    if unknown:
+        raise ConfigError(f"--only names {unknown}, not variants of {spec.path}; its variants are "
+                          f"{','.join(spec.variants)}")
     for variant, seed in spec.runs():
         check_same_config(spec, variant, seed)
     todo = [(v, s) for v, s in spec.runs() if (only is None or v in only)
@@ -137,6 +144,6 @@ def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, A
 def main_study(config: str, overrides: list[str], only: str | None) -> int:
     """``ifnd study``: run (or continue) a study and print its summary table."""
     spec = StudySpec.load(config, overrides)
-    run_study(spec, set(only.split(",")) if only else None)
+    run_study(spec, {name.strip() for name in only.split(",")} if only else None)
     print((spec.output_dir / "summary.md").read_text())
     return 0

@@ -17,23 +17,28 @@ Layout (YAML under ``configs/studies/``)::
       - [oracle-full, baseline]       # (every score, seed by seed)
 
 ``--set KEY=VALUE`` changes a top-level study key (``output_dir``, ``seeds``, ``baseline``,
-``knn_k``, ``compare``) or, for any other key, ``base``.
+``knn_k``, ``compare``) or, for any other key, ``base``. Every key is checked at load (``linear``
+against the ``linear.*`` keys of ``python -m ifnd config --defaults --kind eval``); a variant
+name given twice is refused, as is any key twice in one mapping of the file.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from ifnd.config import SCHEMA, Config, ConfigError, Option, format_override, parse_override, resolve
+from ifnd.config import SCHEMA, Config, ConfigError, Option, format_override, parse_override, read_yaml, resolve
+from ifnd.eval.schema import EVAL_SCHEMA
 from ifnd.itm.schema import ITM_SCHEMA
+
+log = logging.getLogger(__name__)
 
 TOP_KEYS = ("task", "output_dir", "seeds", "baseline", "base", "variants", "knn_k", "linear", "compare")
 TASK_SCHEMAS: dict[str, dict[str, Option]] = {"pretrain": SCHEMA, "itm": ITM_SCHEMA}
 """What a study's runs are (``task``), with the config schema of each."""
+MIN_SEEDS = 3  # fewer is allowed (pilots, tests) with a warning
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,13 @@ class StudySpec:
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "StudySpec":
-        """Read and validate a study file; every run's config is resolved here, so a typo fails before training."""
+        """Read and validate a study file; every run's config and the study's own keys are checked here, so a
+        typo fails before training."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"study file {str(path)!r} not found; see configs/studies/")
-        values = yaml.safe_load(path.read_text()) or {}
-        unknown = [key for key in values if key not in TOP_KEYS]
+        values = read_yaml(path, "study file") or {}
+        unknown = [key for key in values if key not in TOP_KEYS] if isinstance(values, dict) else []
         if not isinstance(values, dict) or unknown or "variants" not in values or "base" not in values:
             raise ConfigError(f"study file {str(path)!r} needs 'base' and 'variants' and only the keys {list(TOP_KEYS)}"
                               f"{f'; unknown: {unknown}' if unknown else ''}")
@@ -88,21 +94,55 @@ class StudySpec:
         task = values.get("task", "pretrain")
         if task not in TASK_SCHEMAS:
             raise ConfigError(f"study task must be one of {list(TASK_SCHEMAS)}, got {task!r} in {str(path)!r}")
-        seeds = tuple(values.get("seeds", [0, 1, 2]))
-        variants = {name: tuple(sets or ()) for name, sets in values["variants"].items()}
+        where = f"study file {str(path)!r}"
+        seeds = _int_list(values.get("seeds", [0, 1, 2]), "seeds", where, minimum=0)
+        if len(seeds) < MIN_SEEDS:
+            log.warning("%s has %d seed(s) %s; a claim needs at least %d (the std over seeds is what tells a gain "
+                        "from noise)", where, len(seeds), list(seeds), MIN_SEEDS)
+        variants = _variants(values["variants"], where)
         baseline = values.get("baseline", next(iter(variants)))
-        if baseline not in variants:
+        if not isinstance(baseline, str) or baseline not in variants:
             raise ConfigError(f"study baseline {baseline!r} is not one of the variants {list(variants)}")
-        if len(set(seeds)) != len(seeds) or not seeds:
-            raise ConfigError(f"study seeds must be distinct and non-empty, got {list(seeds)}")
-        compare = tuple(tuple(pair) for pair in values.get("compare") or ())
-        bad = [pair for pair in compare if len(pair) != 2 or not set(pair) <= set(variants)]
+        compare = values.get("compare") or []
+        pairs = compare if isinstance(compare, list) else [compare]
+        bad = [pair for pair in pairs if not isinstance(pair, list) or len(pair) != 2 or not set(pair) <= set(variants)]
         if bad:
             raise ConfigError(f"study 'compare' takes [variant, reference] pairs of variants {list(variants)}; "
-                              f"got {[list(pair) for pair in bad]}")
-        spec = cls(path, Path(values.get("output_dir", f"runs/{path.stem}")), seeds, baseline, values["base"],
-                   tuple(base_overrides), variants, tuple(values.get("knn_k", [20, 200])), values.get("linear", {}),
-                   compare, task)
+                              f"got {bad}")
+        linear = values.get("linear") or {}
+        if not isinstance(linear, dict):
+            raise ConfigError(f"{where}: 'linear' takes a mapping of linear.* keys, e.g. {{epochs: 100}}; got {linear!r}")
+        resolve({"linear": linear}, where=f"{where} (linear)", schema=EVAL_SCHEMA)
+        output_dir = values.get("output_dir", f"runs/{path.stem}")
+        if not isinstance(output_dir, str) or not output_dir:
+            raise ConfigError(f"{where}: 'output_dir' takes a folder path; got {output_dir!r}")
+        spec = cls(path, Path(output_dir), seeds, baseline, values["base"], tuple(base_overrides), variants,
+                   _int_list(values.get("knn_k", [20, 200]), "knn_k", where, minimum=1), linear,
+                   tuple(tuple(pair) for pair in pairs), task)
         for variant in variants:
             spec.config(variant, seeds[0])
         return spec
+
+
+def _int_list(value: Any, key: str, where: str, minimum: int) -> tuple[int, ...]:
+    """``value`` as a non-empty tuple of distinct ints of at least ``minimum`` (a bare int is a list of one)."""
+    items = value if isinstance(value, list) else [value]
+    if not items or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in items) \
+            or len(set(items)) != len(items):
+        raise ConfigError(f"{where}: '{key}' takes a non-empty list of distinct integers >= {minimum}; got {value!r}")
+    return tuple(items)
+
+
+def _variants(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """``variants``: a mapping of name -> list of ``key=value`` overrides (duplicate names are refused by the loader)."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: 'variants' takes a mapping of name -> [key=value, ...]; got {value!r}")
+    variants = {}
+    for name, sets in value.items():
+        sets = sets or []
+        if not isinstance(name, str) or not name or "/" in name \
+                or not isinstance(sets, list) or not all(isinstance(text, str) for text in sets):
+            raise ConfigError(f"{where}: variant {name!r} must be a name (no '/') with a list of key=value "
+                              f"overrides, e.g. {name}: [detection.mode=none]; got {sets!r}")
+        variants[name] = tuple(sets)
+    return variants
