@@ -53,6 +53,15 @@ def test_overwrite_deletes_the_old_run_before_starting(tmp_path):
     claim_run_dir(run, resume=None)  # now empty: a new run may start
 
 
+def test_resuming_another_folder_s_checkpoint_into_a_run_directory_is_refused(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"run B")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        claim_run_dir(tmp_path, resume=str(tmp_path.parent / "a" / "checkpoints" / "last.pt"))
+    claim_run_dir(tmp_path, resume=str(tmp_path / "checkpoints" / "previous.pt"))  # its own checkpoint
+    claim_run_dir(tmp_path, resume="auto")
+
+
 def test_a_run_that_stopped_before_any_checkpoint_is_not_a_run_to_protect(tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     claim_run_dir(tmp_path, resume=None)

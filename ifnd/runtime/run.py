@@ -34,17 +34,18 @@ def holds_run(path: Path) -> bool:
 def claim_run_dir(path: str | Path, resume: str | None, overwrite: bool = False) -> None:
     """Refuse to start a new run into a directory that holds one (checked on rank 0, raised on every rank).
 
-    Starting without ``resume`` into ``path`` that holds a run (:func:`holds_run`) would replace
-    that run's files and mix TensorBoard events of both, so it is refused with the ways on;
-    ``overwrite`` deletes the old run's files (:data:`RUN_FILES`) instead. An ``output_dir``
-    that is a file is refused too.
+    Starting into ``path`` that holds a run (:func:`holds_run`) without resuming it (no
+    ``resume``, or a checkpoint of another folder) would replace that run's files and mix
+    TensorBoard events of both, so it is refused with the ways on; ``overwrite`` deletes the
+    old run's files (:data:`RUN_FILES`) instead. An ``output_dir`` that is a file is refused too.
     """
     path = Path(path)
     problem = None
     if dist.is_main():
+        own = resume == "auto" or (bool(resume) and Path(resume).resolve().parent == (path / "checkpoints").resolve())
         if path.exists() and not path.is_dir():
             problem = f"output_dir {str(path)!r} is a file, not a folder; pick a folder with --set output_dir=DIR"
-        elif not resume and holds_run(path):
+        elif not own and holds_run(path):
             if overwrite:
                 log.warning("--overwrite: deleting the run in %s", path)
                 for target in (path / name for name in RUN_FILES):
