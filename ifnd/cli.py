@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from ifnd.config import ConfigError, add_config_args, defaults_yaml, load_config
 from ifnd.eval import commands as eval_commands
 from ifnd.itm import commands as itm_commands
+from ifnd.runtime.run import add_overwrite_arg
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -32,7 +33,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from ifnd.runtime.loop import Engine
 
     cfg = load_config(args.config, args.overrides)
-    engine = Engine(cfg, PretrainTask, resume=args.resume)
+    engine = Engine(cfg, PretrainTask, resume=args.resume, overwrite=args.overwrite)
     metrics = engine.fit()
     if not dist.is_main():  # the kNN figures and the table come from rank 0
         return 0
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="contrastive pretraining")
     add_config_args(p)
     p.add_argument("--resume", help="'auto' (latest checkpoint of the run directory) or a checkpoint path")
+    add_overwrite_arg(p)
     p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("config", help="print the resolved config, or every key's default")
     add_config_args(p)
@@ -135,13 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ifnd.data.sources import DataError
     from ifnd.runtime import distributed as dist
     from ifnd.runtime.checkpoint import CheckpointError
-    from ifnd.runtime.loop import Interrupted, TrainingDiverged
+    from ifnd.runtime.loop import EvaluationFailed, Interrupted, TrainingDiverged
 
     try:
         code = args.func(args)
         dist.shutdown()
         return code
-    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluationFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -81,6 +82,8 @@ class Option:
     check: Callable[[Any], str | None] | None = None
     # For list values: the type of each element.
     item_type: type | None = None
+    # Numbers that must be > 0 (epochs, batch sizes, learning rates).
+    positive: bool = False
 
 
 def cluster_counts_problem(ks: list[int]) -> str | None:
@@ -126,9 +129,9 @@ ENCODER_KEYS: dict[str, Option] = {
     "model.sync_bn": Option(False, "Convert BatchNorm to SyncBatchNorm under DDP (CUDA only)."),
 }
 TRAIN_KEYS: dict[str, Option] = {
-    "train.epochs": Option(100, "Number of training epochs."),
-    "train.batch_size": Option(256, "Samples per step and process (the global batch is this x the torchrun processes)."),
-    "train.lr": Option(0.06, "Base learning rate (see train.lr_scaling)."),
+    "train.epochs": Option(100, "Number of training epochs.", positive=True),
+    "train.batch_size": Option(256, "Samples per step and process (the global batch is this x the torchrun processes).", positive=True),
+    "train.lr": Option(0.06, "Base learning rate (see train.lr_scaling).", positive=True),
     "train.lr_scaling": Option("linear", "linear: train.lr is for a global batch of 256 and scales linearly with the global batch; none: train.lr is used as given.", ("linear", "none")),
     "train.weight_decay": Option(5e-4, "Weight decay."),
     "train.grad_clip": Option(0.0, "Clip the gradient norm to this value (0 = no clipping)."),
@@ -267,10 +270,17 @@ def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
+# A float in exponent notation without a dot (1e-3), which YAML 1.1 (PyYAML) reads as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_value(key: str, value: Any, option: Option) -> Any:
     """Return ``value`` coerced to the option's type, or raise ConfigError."""
     expected = type(option.default)
+    typed = value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
         value = float(value)
     if expected is list:
         if not isinstance(value, list):
@@ -287,6 +297,8 @@ def _check_value(key: str, value: Any, option: Option) -> Any:
         raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
     if option.choices is not None and value not in option.choices:
         raise ConfigError(f"config key {key!r} must be one of {list(option.choices)}, got {value!r}")
+    if option.positive and value <= 0:
+        raise ConfigError(f"config key {key!r} must be greater than 0, got {typed!r}")
     return value
 
 
@@ -303,7 +315,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({problem}); close its brackets "
+                          f"and quotes, or quote the whole value") from None
 
 
 def resolve(
@@ -356,7 +373,8 @@ def defaults_yaml(schema: dict[str, Option] = SCHEMA) -> str:
             section = None
         indent = "  " if len(parts) == 2 else ""
         choices = f" One of: {', '.join(map(str, option.choices))}." if option.choices else ""
-        lines.append(f"{indent}# {option.doc}{choices}")
+        positive = " Greater than 0." if option.positive else ""
+        lines.append(f"{indent}# {option.doc}{choices}{positive}")
         value = yaml.safe_dump({parts[-1]: option.default}, default_flow_style=True).strip()[1:-1]
         lines.append(f"{indent}{value}")
     return "\n".join(lines) + "\n"

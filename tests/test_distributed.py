@@ -24,20 +24,23 @@ COMMON = [
 ]
 
 
-def _launch(nproc: int, command: str, sets: list[str], out: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    """``python -m ifnd COMMAND`` in 1 process, or under torchrun with ``nproc`` gloo processes."""
+def _launch(nproc: int, command: str, sets: list[str], out: Path, extra: list[str] = (),
+            succeeds: bool = True) -> subprocess.CompletedProcess:
+    """``python -m ifnd COMMAND`` in 1 process, or under torchrun with ``nproc`` gloo processes; it must
+    succeed, or (``succeeds=False``) fail."""
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     args = [*(f"--set={s}" for s in [*sets, f"output_dir={out}"]), *extra]
     done = subprocess.run([*launcher, "-m", "ifnd", command, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(out.parent)})
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode == 0) == succeeds, done.stderr[-3000:]
     return done
 
 
-def _run(out: Path, nproc: int, batch: int, method: str, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    return _launch(nproc, "pretrain", [*COMMON, f"method={method}", f"train.batch_size={batch}"], out, extra)
+def _run(out: Path, nproc: int, batch: int, method: str, extra: list[str] = (),
+         succeeds: bool = True) -> subprocess.CompletedProcess:
+    return _launch(nproc, "pretrain", [*COMMON, f"method={method}", f"train.batch_size={batch}"], out, extra, succeeds)
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:
@@ -68,8 +71,11 @@ def test_two_processes_match_one_process(tmp_path, method):
 def test_distributed_run_resumes(tmp_path):
     out = tmp_path / "run"
     _run(out, 2, 16, "moco", ["--set=train.epochs=1"])
-    _run(out, 2, 16, "moco", ["--set=train.epochs=2", "--resume=auto"])
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
+    # more epochs would stretch the cosine schedule under the finished epoch: refused on every rank
+    refused = _run(out, 2, 16, "moco", ["--set=train.epochs=2", "--resume=auto"], succeeds=False)
+    assert "train.epochs=1 (now 2)" in refused.stderr
+    _run(out, 2, 16, "moco", ["--set=train.epochs=1", "--resume=auto"])  # every rank loads it; nothing left
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
 
 
 @pytest.mark.slow

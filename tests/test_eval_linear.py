@@ -44,7 +44,7 @@ def _fit_separable(tmp_path, resume=None, stop_at=None):
 
     spec = ClassifierSpec("linear", build, (train_x, train_y), test)
     return Engine(cfg, lambda ctx, saved: ClassifierTask(ctx, spec), resume, stop_at,
-                  resume_keys=ClassifierTask.resume_keys).fit()
+                  resume_may_change=ClassifierTask.resume_may_change).fit()
 
 
 def test_linear_probe_separates_separable_features(tmp_path):

@@ -60,7 +60,7 @@ def run(out: Path, nproc: int, batch: int, threads: int, sets: list[str]) -> dic
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     sets = [*sets, f"train.batch_size={batch}", format_override("output_dir", str(out))]
-    command = [*launcher, "-m", "ifnd", "pretrain", *(f"--set={s}" for s in sets)]
+    command = [*launcher, "-m", "ifnd", "pretrain", *(f"--set={s}" for s in sets), "--overwrite"]  # a new measurement
     out.mkdir(parents=True, exist_ok=True)
     print("$ " + shlex.join(command), file=sys.stderr, flush=True)
     with (out / "log.txt").open("w") as log:

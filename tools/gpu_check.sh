@@ -59,12 +59,12 @@ step "CUDA-only tests" cuda_tests.txt "$py" -m pytest -q tests/test_masks.py tes
 
 pretrain=(pretrain --config configs/fashion_mnist_moco_ifnd.yaml --set device=cuda --set data.name=digits
           --set data.num_workers=4 --set train.epochs=4 --set train.batch_size=256 --set detection.warmup_epochs=2
-          --set "detection.num_clusters=[10, 30]" --set knn.every=0)
+          --set "detection.num_clusters=[10, 30]" --set knn.every=0 --overwrite)  # a rerun checks afresh
 step "pretrain on the GPU" pretrain.md "$py" -m ifnd "${pretrain[@]}" --set output_dir="$out/pretrain"
 step "pretrain, torchrun 1 process (NCCL)" pretrain_torchrun.md "$py" -m torch.distributed.run --standalone \
     --nproc_per_node 1 -m ifnd "${pretrain[@]}" --set output_dir="$out/pretrain_torchrun"
 step "itm-train on the GPU" itm.md "$py" -m ifnd itm-train --config configs/itm_demo.yaml --set device=cuda \
-    --set train.epochs=2 --set data.num_workers=4 --set output_dir="$out/itm"
+    --overwrite --set train.epochs=2 --set data.num_workers=4 --set output_dir="$out/itm"
 
 if [ -n "$faiss_gpu" ]; then
   step "k-means 1,281,167 x 128, k 25,000" kmeans.md "$py" tools/bench_kmeans.py --n 1281167 --d 128 --k 25000 \

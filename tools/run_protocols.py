@@ -76,7 +76,7 @@ def pretrain_command(args: argparse.Namespace, experiment: Experiment, name: str
     own = [*experiment.settings["runs"][name], *(args.ifnd_set if name == "ifnd" else ())]
     extra = [*shortcuts, *args.overrides, *own, format_override("output_dir", str(_out(args, experiment) / name))]
     experiment.config(extra)  # a bad key fails before anything runs
-    return _ifnd("pretrain", *_sets([*experiment.base_overrides(), *extra]))
+    return _ifnd("pretrain", *_sets([*experiment.base_overrides(), *extra]), "--resume", "auto")  # a rerun continues
 
 
 def eval_commands(args: argparse.Namespace, experiment: Experiment, name: str) -> list[list[str]]:
@@ -87,10 +87,12 @@ def eval_commands(args: argparse.Namespace, experiment: Experiment, name: str) -
     semisup = [*experiment.settings["semisup"],
                *([f"semisup.epochs={args.semisup_epochs}"] if args.semisup_epochs is not None else [])]
     common = ["--checkpoint", checkpoint, *_sets(evaluation)]
+    resume = ["--resume", "auto"]  # a rerun continues (or rereads) the evaluations that train
     return [
-        _ifnd("linear", *common),
+        _ifnd("linear", *common, *resume),
         _ifnd("knn", *common),
-        *(_ifnd("semisup", *common, *_sets(semisup), "--fraction", str(f)) for f in experiment.settings["fractions"]),
+        *(_ifnd("semisup", *common, *_sets(semisup), "--fraction", str(f), *resume)
+          for f in experiment.settings["fractions"]),
     ]
 
 

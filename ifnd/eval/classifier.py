@@ -45,7 +45,7 @@ class ClassifierSpec:
 class ClassifierTask:
     """Cross-entropy training of ``spec.build``'s model (see :class:`~ifnd.runtime.loop.Task`)."""
 
-    resume_keys: ClassVar[tuple[str, ...]] = ("data.name", "data.max_train_samples", "model.backbone")
+    resume_may_change: ClassVar[tuple[str, ...]] = ()  # the epochs set the cosine schedule's length
     best_key = None
 
     def __init__(self, ctx: Context, spec: ClassifierSpec):
@@ -84,10 +84,12 @@ class ClassifierTask:
         pass
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"train_top1": 100.0 * self.correct / max(1, self.seen)}
+        return {"train_top1": 100.0 * self.correct / max(1, self.seen)}
+
+    def evaluate(self, epochs_done: int) -> dict[str, Any]:
         if epochs_done == self.settings.epochs:
-            record.update({f"test_{k}": v for k, v in self.spec.test(self.model).items()})
-        return record
+            return {f"test_{k}": v for k, v in self.spec.test(self.model).items()}
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -104,6 +106,6 @@ def fit_classifier(cfg: Any, spec: ClassifierSpec, run: RunDir | None = None,
                    resume: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train and test as ``spec`` says; returns the model and the metrics (``top1``, ``top5``, ``history``, ...)."""
     engine = Engine(cfg, lambda ctx, saved: ClassifierTask(ctx, spec), resume,
-                    resume_keys=ClassifierTask.resume_keys, run=run)
+                    resume_may_change=ClassifierTask.resume_may_change, run=run)
     metrics = engine.fit()
     return engine.task.model, metrics

@@ -35,8 +35,8 @@ from ifnd.eval.checkpoints import (
     read_encoder_weights,
 )
 from ifnd.runtime.checkpoint import CheckpointError
-from ifnd.runtime.loop import TrainingDiverged
-from ifnd.runtime.run import RunDir
+from ifnd.runtime.loop import EvaluationFailed, TrainingDiverged
+from ifnd.runtime.run import RunDir, add_overwrite_arg, claim_run_dir
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -63,7 +63,7 @@ def _reports_errors(func: Command) -> Command:
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (EvalError, ConfigError, DataError, CheckpointError, TrainingDiverged) as err:
+        except (EvalError, ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluationFailed) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
@@ -98,6 +98,8 @@ def run_evaluation(
     if not cfg.output_dir:
         out = default_output_dir(args.checkpoint, name)
         cfg = load_eval_config(args.config, [*all_overrides, f"output_dir={json.dumps(str(out))}"], weights.saved_config)
+    if hasattr(args, "resume"):  # linear and semisup train into output_dir (and resume); knn only writes its result
+        claim_run_dir(cfg.output_dir, args.resume, args.overwrite)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     encoder, feat_dim = build_encoder(weights, cfg.model.backbone, cfg.model.cifar_stem, cfg.model.norm)
@@ -192,6 +194,7 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_resume_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="'auto' (the evaluation folder's last checkpoint) or a checkpoint path")
+    add_overwrite_arg(parser)
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:

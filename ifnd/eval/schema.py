@@ -28,9 +28,9 @@ EVAL_SCHEMA: dict[str, Option] = {
         doc="Evaluation folder: metrics.json, config.yaml, TensorBoard events (empty = RUN/eval/<protocol> next to the checkpoint).",
     ),
     # --- linear probe (frozen backbone; MoCo protocol) ---------------------------
-    "linear.epochs": Option(100, "Epochs of linear classifier training."),
-    "linear.batch_size": Option(256, "Images (or cached feature vectors) per step."),
-    "linear.lr": Option(30.0, "Initial SGD learning rate, decayed to 0 with a cosine schedule."),
+    "linear.epochs": Option(100, "Epochs of linear classifier training.", positive=True),
+    "linear.batch_size": Option(256, "Images (or cached feature vectors) per step.", positive=True),
+    "linear.lr": Option(30.0, "Initial SGD learning rate, decayed to 0 with a cosine schedule.", positive=True),
     "linear.momentum": Option(0.9, "SGD momentum."),
     "linear.weight_decay": Option(0.0, "Weight decay of the linear classifier."),
     "linear.cache_features": Option(
@@ -39,10 +39,10 @@ EVAL_SCHEMA: dict[str, Option] = {
         "false: encode randomly cropped and flipped images at every epoch.",
     ),
     # --- semi-supervised fine-tuning (whole network) ------------------------------
-    "semisup.epochs": Option(30, "Fine-tuning epochs."),
-    "semisup.batch_size": Option(256, "Labelled images per step."),
-    "semisup.lr_backbone": Option(0.01, "Initial SGD learning rate of the backbone (cosine decay to 0)."),
-    "semisup.lr_head": Option(0.1, "Initial SGD learning rate of the new linear head (cosine decay to 0)."),
+    "semisup.epochs": Option(30, "Fine-tuning epochs.", positive=True),
+    "semisup.batch_size": Option(256, "Labelled images per step.", positive=True),
+    "semisup.lr_backbone": Option(0.01, "Initial SGD learning rate of the backbone (cosine decay to 0).", positive=True),
+    "semisup.lr_head": Option(0.1, "Initial SGD learning rate of the new linear head (cosine decay to 0).", positive=True),
     "semisup.weight_decay": Option(0.0, "Weight decay of backbone and head."),
     "semisup.fraction": Option(0.01, "Share of the training set that is labelled, the same count in every class."),
     "semisup.split_file": Option(

@@ -8,6 +8,7 @@ from typing import Any
 
 from ifnd.config import add_config_args
 from ifnd.metrics.retrieval import METRIC_KEYS
+from ifnd.runtime.run import add_overwrite_arg
 
 
 def _positive_int(text: str) -> int:
@@ -34,7 +35,7 @@ def cmd_itm_train(args: argparse.Namespace) -> int:
     from ifnd.runtime import distributed as dist
 
     cfg = load_config(args.config, args.overrides, schema=ITM_SCHEMA)
-    metrics = itm_train(cfg, resume=args.resume)
+    metrics = itm_train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not dist.is_main():
         return 0
     print(f"\nrun: {cfg.output_dir}  sampler={cfg.negatives.sampler}  memory={cfg.negatives.use_memory}  "
@@ -63,6 +64,7 @@ def add_subcommands(sub: Any) -> None:
     p = sub.add_parser("itm-train", help="train image-text matching (FNE or hardest-negative triplet loss)")
     add_config_args(p, example="negatives.sampler=hardest")
     p.add_argument("--resume", help="'auto' (last checkpoint of the run directory) or a checkpoint path")
+    add_overwrite_arg(p)
     p.set_defaults(func=cmd_itm_train)
     p = sub.add_parser("itm-eval", help="R@1/5/10 and RSUM of an itm-train checkpoint")
     p.add_argument("--checkpoint", required=True, help="e.g. runs/itm_demo/checkpoints/best.pt")

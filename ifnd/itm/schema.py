@@ -49,7 +49,7 @@ ITM_KEYS: dict[str, Option] = {
     # --- training: Adam with a step decay ------------------------------------------
     "train.lr_decay": Option(0.1, "Factor applied to the learning rate at each of train.lr_decay_epochs."),
     "train.lr_decay_epochs": Option([15], "0-based epochs at whose start the learning rate is multiplied by train.lr_decay.", item_type=int),
-    "train.eval_batch_size": Option(256, "Batch size when embedding images and captions for evaluation."),
+    "train.eval_batch_size": Option(256, "Batch size when embedding images and captions for evaluation.", positive=True),
 }
 
 # Defaults of shared keys that differ here: Adam on a triplet loss, not SGD on InfoNCE.

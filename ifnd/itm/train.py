@@ -48,14 +48,8 @@ log = logging.getLogger(__name__)
 class ITMTask:
     """All state of one image-text matching run but the loop's (see :class:`~ifnd.runtime.loop.Task`)."""
 
-    # Keys a resumed run must share with the checkpoint (weights, memory and vocabulary depend on them).
-    resume_keys: ClassVar[tuple[str, ...]] = (
-        "data.name", "data.train_splits", "data.max_train_images", "data.caption_attributes", "data.caption_bins",
-        "text.min_count", "text.word_dim",
-        "text.hidden_dim", "text.num_layers", "text.pooling", "model.embed_dim", "model.backbone", "model.cifar_stem",
-        "model.image_checkpoint", "model.feature_hidden_dim", "negatives.sampler", "negatives.use_memory",
-        "negatives.memory_size",
-    )
+    # The step decay is set by train.lr_decay_epochs, not by the length of the run: it may be extended.
+    resume_may_change: ClassVar[tuple[str, ...]] = ("train.epochs",)
     best_key = "val/rsum"
 
     def __init__(self, ctx: Context, saved: dict[str, Any] | None = None):
@@ -154,9 +148,9 @@ class ITMTask:
             record.update(self.fne_monitor.record(self.mining.sampler.stats))
         if drawn:
             record["same_class_negatives_pct"] = 100.0 * same_class / drawn
-        return {**record, **self.validate()}
+        return record
 
-    def validate(self) -> dict[str, float]:
+    def evaluate(self, epochs_done: int) -> dict[str, float]:
         """``val/*`` R@K and RSUM, computed on rank 0 and sent to every rank (so all agree on best.pt)."""
         if self.val_split is None:
             return {}
@@ -184,6 +178,7 @@ class ITMTask:
         }
 
 
-def itm_train(cfg: Any, resume: str | None = None, stop_at: tuple[int, int] | None = None) -> dict[str, Any]:
+def itm_train(cfg: Any, resume: str | None = None, stop_at: tuple[int, int] | None = None,
+              overwrite: bool = False) -> dict[str, Any]:
     """Train as configured; returns the metrics written to ``metrics.json``."""
-    return Engine(cfg, ITMTask, resume, stop_at).fit()
+    return Engine(cfg, ITMTask, resume, stop_at, overwrite=overwrite).fit()

@@ -40,9 +40,7 @@ log = logging.getLogger(__name__)
 class PretrainTask:
     """All state of one pretraining run but the loop's (see :class:`~ifnd.runtime.loop.Task`)."""
 
-    resume_keys: ClassVar[tuple[str, ...]] = (
-        "method", "model.backbone", "model.cifar_stem", "model.norm", "model.proj_hidden_dim", "model.proj_dim",
-    )
+    resume_may_change: ClassVar[tuple[str, ...]] = ()  # train.epochs sets the cosine schedule's length
     best_key = None
 
     def __init__(self, ctx: Context, saved: dict[str, Any] | None = None):
@@ -137,10 +135,13 @@ class PretrainTask:
                 record.update({f"fn_level{level}_precision": tally.precision(level),
                                f"fn_level{level}_recall": tally.recall(level)})
             self.last_tally = tally
+        return record
+
+    def evaluate(self, epochs_done: int) -> dict[str, Any]:
         knn = self.cfg.knn
         if knn.every and epochs_done % knn.every == 0 or epochs_done == self.cfg.train.epochs:
-            record.update(self.knn_monitor())
-        return record
+            return self.knn_monitor()
+        return {}
 
     def _empty_tally(self) -> DetectionTally:
         views = self.detector.labels.shape[0] + 1
@@ -245,6 +246,7 @@ class _TargetEncoder(torch.nn.Module):
         return self.model.target(x)
 
 
-def pretrain(cfg: Any, resume: str | None = None, stop_at: tuple[int, int] | None = None) -> dict[str, Any]:
+def pretrain(cfg: Any, resume: str | None = None, stop_at: tuple[int, int] | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
     """Train as configured; returns the metrics written to ``metrics.json``."""
-    return Engine(cfg, PretrainTask, resume, stop_at).fit()
+    return Engine(cfg, PretrainTask, resume, stop_at, overwrite=overwrite).fit()

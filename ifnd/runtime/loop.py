@@ -10,13 +10,19 @@ then :meth:`Engine.fit` loops over epochs::
         (NaN/inf guard on the global loss, backward, clip, optimizer and LR step)
         task.after_step()                        # e.g. fill the detector's bank
         (checkpoint every N steps)
-    record |= task.end_epoch(epoch + 1)          # e.g. kNN monitor, validation, statistics
-    (checkpoint last.pt, best.pt on a better record[task.best_key], metrics.json, TensorBoard)
+    record |= task.end_epoch(epoch + 1)          # statistics of the epoch (detection precision, ...)
+    (checkpoint last.pt: the epoch is safe before anything evaluates it)
+    record |= task.evaluate(epoch + 1)           # kNN monitor, validation, test
+    (checkpoint last.pt again, best.pt on a better record[task.best_key], metrics.json, TensorBoard)
 
 A checkpoint is written atomically at every epoch end, every ``checkpoint_every_steps``, on
-Ctrl-C and on SIGTERM / SIGUSR1 (every rank stops at the same step); resuming from it gives
-the weights of a run that never stopped, because every random stream comes from
-:func:`~ifnd.runtime.seeding.derive_seed` and the global generators are in the checkpoint.
+Ctrl-C and on SIGTERM / SIGUSR1 (every rank stops at the same step); the one it replaces is
+kept as ``previous.pt``, which ``--resume auto`` falls back to when ``last.pt`` is unreadable.
+Resuming gives the weights of a run that never stopped, because every random stream comes
+from :func:`~ifnd.runtime.seeding.derive_seed` and the global generators are in the
+checkpoint; a resumed epoch's loss and time cover the steps before the stop too (their
+partial sums are in the checkpoint). An error in ``evaluate`` stops the run with the
+epoch's checkpoint saved; ``--resume auto`` runs that evaluation again first.
 """
 
 from __future__ import annotations
@@ -33,14 +39,14 @@ from tqdm import tqdm
 from ifnd.config import Config
 from ifnd.runtime import distributed as dist
 from ifnd.runtime.checkpoint import (
+    CheckpointError,
     check_compatible,
-    load_checkpoint,
-    resolve_resume,
+    load_resume,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from ifnd.runtime.run import RunDir
+from ifnd.runtime.run import RunDir, claim_run_dir
 from ifnd.runtime.sampler import ResumableSampler
 from ifnd.runtime.seeding import seed_everything
 from ifnd.runtime.stopping import StopSignals
@@ -50,6 +56,10 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class EvaluationFailed(RuntimeError):
+    """An end-of-epoch evaluation raised; the epoch's checkpoint is saved and resuming evaluates it again."""
 
 
 class Interrupted(Exception):
@@ -94,7 +104,9 @@ class Task(Protocol):
     :meth:`load_state_dict`.
     """
 
-    resume_keys: ClassVar[tuple[str, ...]]  # config keys a resumed checkpoint must share
+    # Config keys a resumed run may change beyond the engine's (checkpoint.RESUME_MAY_CHANGE),
+    # e.g. train.epochs when the schedule does not depend on it; every other key must match.
+    resume_may_change: ClassVar[tuple[str, ...]]
     settings: LoopSettings
     model: torch.nn.Module                  # saved as "model"; train() is called before each epoch
     optimizer: torch.optim.Optimizer
@@ -106,14 +118,15 @@ class Task(Protocol):
     def start_epoch(self, epoch: int, step: int) -> dict[str, Any]: ...
     def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor: ...
     def after_step(self) -> None: ...
-    def end_epoch(self, epochs_done: int) -> dict[str, Any]: ...
+    def end_epoch(self, epochs_done: int) -> dict[str, Any]: ...   # the epoch's statistics; runs before its checkpoint
+    def evaluate(self, epochs_done: int) -> dict[str, Any]: ...    # monitor, validation, test; runs after it
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
     def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]: ...
 
 
 ENGINE_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "global_step", "history", "train_time",
-               "best", "rng", "config")
+               "best", "rng", "config", "num_samples", "evaluated", "epoch_progress")
 
 
 class Engine:
@@ -122,28 +135,35 @@ class Engine:
     Args:
         cfg: the resolved config (``seed``, ``device``, ``output_dir`` and the task's keys).
         task_class: builds the task as ``task_class(ctx, saved_checkpoint_or_None)``.
-        resume: ``"auto"`` (the run directory's last checkpoint, if any), a checkpoint path, or None.
+        resume: ``"auto"`` (the run directory's last checkpoint, if any), a checkpoint path, or None
+            (a new run: refused when ``output_dir`` holds one, see :func:`~ifnd.runtime.run.claim_run_dir`).
         stop_at: ``(epoch, step)`` where to simulate a kill (tests).
-        resume_keys: the keys a checkpoint must share; default ``task_class.resume_keys``.
-        run: the run directory when the caller made it already (evaluations); default ``RunDir(cfg)``.
+        resume_may_change: the task's keys a resumed run may change; default ``task_class.resume_may_change``.
+        run: the run directory when the caller made (and claimed) it already (evaluations); default ``RunDir(cfg)``.
+        overwrite: start a new run into an ``output_dir`` that holds one, deleting it.
     """
 
     def __init__(self, cfg: Config, task_class: Callable[..., Task], resume: str | None = None,
-                 stop_at: tuple[int, int] | None = None, resume_keys: tuple[str, ...] | None = None,
-                 run: RunDir | None = None):
+                 stop_at: tuple[int, int] | None = None, resume_may_change: tuple[str, ...] | None = None,
+                 run: RunDir | None = None, overwrite: bool = False):
         self.cfg = cfg
         self.stop_at = stop_at
         self.stop_signals = StopSignals()
         rank, world, local_rank = dist.init()
+        if run is None:
+            claim_run_dir(cfg.output_dir, resume, overwrite)
         self.ctx = Context(cfg, rank, world, dist.pick_device(cfg.device, local_rank))
         seed_everything(cfg.seed)
-        checkpoint = resolve_resume(resume, cfg.output_dir)
-        saved = load_checkpoint(checkpoint) if checkpoint is not None else None
+        checkpoint, saved = load_resume(resume, cfg.output_dir)
         if saved is not None:
-            keys = resume_keys if resume_keys is not None else task_class.resume_keys
-            check_compatible(saved.get("config", {}), cfg, keys)
+            may_change = resume_may_change if resume_may_change is not None else task_class.resume_may_change
+            check_compatible(saved.get("config", {}), cfg, may_change)
         self.task = task_class(self.ctx, saved)
         task = self.task
+        if saved is not None and saved.get("num_samples", task.num_samples) != task.num_samples:
+            raise CheckpointError(f"the checkpoint {str(checkpoint)!r} was trained on {saved['num_samples']} samples "
+                                  f"but the data now hold {task.num_samples}; resume on the same data or start a new "
+                                  f"run with --set output_dir=DIR")
         self.settings = task.settings
         self.sampler = ResumableSampler(task.num_samples, self.settings.batch_size, cfg.seed, world, rank,
                                         self.settings.drop_last, self.settings.batch_key)
@@ -153,6 +173,10 @@ class Engine:
         self.history: list[dict[str, Any]] = []
         self.train_time = 0.0
         self.best = -math.inf
+        self.evaluated = True  # False between an epoch's checkpoint and the end of its evaluation
+        # the current epoch's loss sum, steps and seconds before this process (or segment) started it
+        self.epoch_progress = {"loss_sum": 0.0, "steps": 0, "time_s": 0.0}
+        self._segment_start: float | None = None  # perf_counter() when this process resumed the epoch
         if saved is not None:
             self._restore(saved)
             if dist.is_main():
@@ -177,6 +201,9 @@ class Engine:
             "best": self.best,
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
+            "num_samples": self.task.num_samples,
+            "evaluated": self.evaluated,
+            "epoch_progress": {**self.epoch_progress, "time_s": self._epoch_time()},
             **extra,
         }
 
@@ -187,13 +214,20 @@ class Engine:
         self.task.load_state_dict(state)
         self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
         self.history, self.train_time, self.best = state["history"], state["train_time"], state["best"]
+        self.evaluated = state.get("evaluated", True)
+        self.epoch_progress = dict(state.get("epoch_progress", self.epoch_progress))
         set_rng_state(state["rng"])
 
     def save(self, name: str = "last.pt") -> None:
-        """Write ``checkpoints/name`` atomically (rank 0); every rank waits for it."""
+        """Write ``checkpoints/name`` atomically (rank 0; ``last.pt`` keeps the one it replaces); every rank waits."""
         if dist.is_main():
-            save_checkpoint(self._state(), self.run.checkpoints / name)
+            save_checkpoint(self._state(), self.run.checkpoints / name, keep_previous=name == "last.pt")
         dist.barrier()
+
+    def _epoch_time(self) -> float:
+        """Seconds spent in the current epoch so far, before a resume included."""
+        running = 0.0 if self._segment_start is None else time.perf_counter() - self._segment_start
+        return self.epoch_progress["time_s"] + running
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
@@ -213,28 +247,45 @@ class Engine:
         return self.write_metrics()
 
     def _loop(self) -> None:
+        if not self.evaluated:  # resumed from an epoch's checkpoint written before its evaluation ended
+            self._evaluate(self.history[-1])
         while self.epoch < self.settings.epochs:
             record: dict[str, Any] = {"epoch": self.epoch, **self.task.start_epoch(self.epoch, self.step)}
             record.update(self.train_one_epoch())
             self.epoch, self.step = self.epoch + 1, 0
             record.update(self.task.end_epoch(self.epoch))
             self.history.append(record)
-            self.run.scalars.add(record, self.epoch, "epoch")
-            self.save()
-            key = self.task.best_key
-            if key is not None and record.get(key, -math.inf) > self.best:
-                self.best = record[key]
-                self.save("best.pt")
-            self.write_metrics()
+            self.evaluated = False
+            self.save()  # the epoch is safe before anything evaluates it
+            self._evaluate(record)
+
+    def _evaluate(self, record: dict[str, Any]) -> None:
+        """The task's evaluation of the epoch just done, into ``record``; then last.pt, best.pt and metrics."""
+        try:
+            record.update(self.task.evaluate(self.epoch))
+        except Exception as err:
+            log.exception("evaluation after epoch %d failed", self.epoch)
+            raise EvaluationFailed(
+                f"evaluation after epoch {self.epoch} failed ({type(err).__name__}: {err}); the epoch's checkpoint "
+                f"{self.run.checkpoints / 'last.pt'} is saved: fix the cause, then --resume auto evaluates it again"
+            ) from err
+        self.evaluated = True
+        self.run.scalars.add(record, self.epoch, "epoch")
+        self.save()
+        key = self.task.best_key
+        if key is not None and record.get(key, -math.inf) > self.best:
+            self.best = record[key]
+            self.save("best.pt")
+        self.write_metrics()
 
     def train_one_epoch(self) -> dict[str, float]:
         """The remaining steps of the current epoch; returns its loss, LR, time and throughput."""
         settings, task = self.settings, self.task
         self.sampler.set_epoch(self.epoch, self.step)
         samples = len(self.sampler) * self.ctx.world
-        first_step = self.step
+        progress = self.epoch_progress
         task.model.train()
-        loss_sum, start = 0.0, time.perf_counter()
+        start = self._segment_start = time.perf_counter()
         bar = tqdm(task.loader(self.sampler, self.epoch), desc=f"epoch {self.epoch}", initial=self.step,
                    total=self.sampler.steps_per_epoch, disable=not dist.is_main(), leave=False)
         for batch in bar:
@@ -243,11 +294,7 @@ class Engine:
             loss = task.step(batch, self.epoch, self.step)
             loss_value = dist.mean(loss).item()  # the global batch's loss: every rank decides alike
             if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss is {loss_value} at epoch {self.epoch} step {self.step}; the last good checkpoint "
-                    f"({self.run.checkpoints / 'last.pt'}) is kept. Lower the learning rate (or raise the "
-                    f"temperature), then --resume auto"
-                )
+                raise TrainingDiverged(self._divergence(loss_value, batch))
             task.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip > 0:
@@ -255,7 +302,8 @@ class Engine:
             task.optimizer.step()
             self.scheduler.step()
             task.after_step()
-            loss_sum += loss_value
+            progress["loss_sum"] += loss_value
+            progress["steps"] += 1
             self.step += 1
             self.global_step += 1
             if self.global_step % settings.log_every_steps == 0:
@@ -264,9 +312,26 @@ class Engine:
             if settings.checkpoint_every_steps and self.step % settings.checkpoint_every_steps == 0:
                 self.save()
         elapsed = time.perf_counter() - start
-        self.train_time += elapsed
-        return {"loss": loss_sum / max(1, self.step - first_step), "lr": self.scheduler.get_last_lr()[0],
-                "samples_per_s": samples / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+        epoch_time = self._epoch_time()
+        self.train_time += epoch_time
+        record = {"loss": progress["loss_sum"] / max(1, progress["steps"]), "lr": self.scheduler.get_last_lr()[0],
+                  "samples_per_s": samples / max(elapsed, 1e-9), "epoch_time_s": epoch_time}
+        self.epoch_progress, self._segment_start = {"loss_sum": 0.0, "steps": 0, "time_s": 0.0}, None
+        return record
+
+    def _divergence(self, loss_value: float, batch: Any) -> str:
+        """The NaN/inf message: where, the likely cause, and the checkpoint there is to go back to."""
+        last = self.run.checkpoints / "last.pt"
+        if _holds_nonfinite(batch):
+            cause = "the input batch holds NaN or infinite values: check the data (and its normalisation)"
+        elif self.global_step == 0:
+            cause = ("this is the first step: check the input data for NaN/inf values and the config "
+                     "(learning rate, temperature)")
+        else:
+            cause = "lower the learning rate (or raise the temperature)"
+        kept = (f"the last good checkpoint ({last}) is kept; {cause}, then --resume auto" if last.is_file()
+                else f"no checkpoint has been written yet; {cause}, then start again")
+        return f"loss is {loss_value} at epoch {self.epoch} step {self.step}; {kept}"
 
     # ---------------------------------------------------------------- logging
     def write_metrics(self) -> dict[str, Any]:
@@ -277,3 +342,14 @@ class Engine:
         metrics["history"] = self.history
         self.run.write_metrics(metrics)
         return metrics
+
+
+def _holds_nonfinite(batch: Any) -> bool:
+    """Whether any floating-point tensor in ``batch`` (nested tuples, lists, dicts) holds NaN or inf."""
+    if isinstance(batch, torch.Tensor):
+        return batch.is_floating_point() and not bool(torch.isfinite(batch).all())
+    if isinstance(batch, dict):
+        return any(_holds_nonfinite(value) for value in batch.values())
+    if isinstance(batch, (tuple, list)):
+        return any(_holds_nonfinite(value) for value in batch)
+    return False
