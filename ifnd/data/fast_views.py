@@ -1,0 +1,143 @@
+"""The training views of ``augment.device``: the CPU path, or the fast path's CPU side.
+
+``augment.device=cpu`` is :class:`~ifnd.data.views.IndexedViews` (lightly's transforms in
+the loader workers). ``cuda`` is the fast path: :class:`FastViews` does in the workers only
+what needs the whole image,
+
+* decode, at a reduced size where both crops allow it (JPEG's DCT scaling, PIL's
+  ``Image.draft``: the largest reduction that leaves each crop at least ``S`` pixels a side),
+* the two random-resized crops, resized to ``uint8 [3, S, S]``,
+* every other random parameter of both views (:func:`~ifnd.data.device_augment.draw_params`),
+
+and :class:`~ifnd.data.device_augment.DeviceAugment` does the rest batched on the training
+device, after the batch is moved there (:meth:`TrainViews.to_device`). ``auto`` is ``cuda``
+when training on CUDA and ``cpu`` otherwise. Both paths draw a sample's random numbers from
+the stream ``("views", epoch, index)`` of the run's seed.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from ifnd.config import ConfigError
+from ifnd.data.device_augment import DeviceAugment, ViewSpec, draw_params
+from ifnd.data.views import IndexedViews, build_view_transform
+from ifnd.runtime.seeding import derive_seed
+
+RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (lightly keeps torchvision's default)
+DRAFT_REDUCTIONS = (8, 4, 2)  # JPEG decodes at 1/8, 1/4, 1/2 (or full) size
+
+
+def crop_box(rng: np.random.Generator, width: int, height: int, min_scale: float) -> tuple[int, int, int, int]:
+    """``(left, top, w, h)`` of a random-resized crop: torchvision's ``RandomResizedCrop.get_params`` rule."""
+    area = width * height
+    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(min_scale, 1.0)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height  # fallback: the central crop of the nearest allowed ratio
+    w, h = width, height
+    if in_ratio < RATIO[0]:
+        h = round(w / RATIO[0])
+    elif in_ratio > RATIO[1]:
+        w = round(h * RATIO[1])
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def draft_reduction(boxes: list[tuple[int, int, int, int]], size: int) -> int:
+    """The largest JPEG reduction (8, 4, 2, else 1) that keeps every crop at least ``size`` a side."""
+    smallest = min(min(w, h) for _, _, w, h in boxes)
+    return next((r for r in DRAFT_REDUCTIONS if smallest / r >= size), 1)
+
+
+def _opened(source: Dataset, index: int) -> tuple[ContextManager[Image.Image], int]:
+    """The image of ``source[index]`` not yet decoded where the source is a file (so ``draft`` can act), and its label."""
+    if isinstance(source, Subset):
+        return _opened(source.dataset, source.indices[index])
+    samples = getattr(source, "samples", None)
+    if samples is not None:  # ImageFileDataset and the folder index's source
+        path, label = samples[index]
+        return Image.open(path), label
+    image, label = source[index]
+    return nullcontext(image), label
+
+
+class FastViews(Dataset):
+    """``source[i] -> ((uint8 [3,S,S], uint8 [3,S,S]), label, i, params float32 [2, NUM_PARAMS])``."""
+
+    def __init__(self, source: Dataset, spec: ViewSpec, seed: int = 0):
+        self.source, self.spec, self.seed = source, spec, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before building the epoch's DataLoader iterator (workers copy the value)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, int, torch.Tensor]:
+        rng = np.random.default_rng(derive_seed(self.seed, "views", self.epoch, index))
+        spec = self.spec
+        opened, label = _opened(self.source, index)
+        with opened as image:
+            width, height = image.size
+            boxes = [crop_box(rng, width, height, spec.min_scale) for _ in range(2)]
+            reduction = draft_reduction(boxes, spec.size)
+            if reduction > 1:
+                image.draft("RGB", (math.ceil(width / reduction), math.ceil(height / reduction)))
+            fx, fy = image.size[0] / width, image.size[1] / height
+            rgb = image.convert("RGB")
+        views = [
+            torch.from_numpy(np.array(rgb.resize((spec.size, spec.size), Image.BILINEAR,
+                                                 box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy)))).permute(2, 0, 1)
+            for x, y, w, h in boxes
+        ]
+        params = torch.from_numpy(np.stack([draw_params(rng, spec) for _ in boxes]))
+        return views, label, index, params
+
+
+@dataclass
+class TrainViews:
+    """The training set as views (``dataset``, with ``set_epoch``) and the step's move to the device.
+
+    ``augment`` is None on the CPU path (the views are final), the device side on the fast path.
+    """
+
+    dataset: Dataset
+    augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+
+    def to_device(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader batch's two views ``[B, 3, S, S]`` on ``device``, augmented there on the fast path."""
+        x1, x2 = (x.to(device, non_blocking=True) for x in batch[0])
+        if self.augment is None:
+            return x1, x2
+        params = batch[3].to(device, non_blocking=True)  # [B, 2, NUM_PARAMS]
+        return self.augment(x1, params[:, 0]), self.augment(x2, params[:, 1])
+
+
+def fast_path(augment_device: str, device: torch.device) -> bool:
+    """Whether ``augment.device`` picks the fast path on a run training on ``device``."""
+    return augment_device == "cuda" or (augment_device == "auto" and device.type == "cuda")
+
+
+def build_train_views(cfg: Any, source: Dataset, device: torch.device) -> TrainViews:
+    """The views ``augment.device`` asks for (see the module docstring)."""
+    if fast_path(cfg.augment.device, device):
+        spec = ViewSpec.from_config(cfg)
+        return TrainViews(FastViews(source, spec, cfg.seed), DeviceAugment(spec))
+    if cfg.augment.solarize_prob > 0:
+        raise ConfigError(f"augment.solarize_prob={cfg.augment.solarize_prob} needs the fast path: "
+                          "set augment.device=cuda (or auto on a GPU), or augment.solarize_prob=0")
+    return TrainViews(IndexedViews(source, build_view_transform(cfg), seed=cfg.seed), None)
