@@ -76,7 +76,7 @@ def test_fast_views_cpu_side_shapes_seeding_and_draft(tmp_path):
 def test_draw_params_ranges_and_frequencies():
     spec = ViewSpec(32, 0.2, 0.5, 0.8, 0.4, 0.3, 0.2, 0.1, 0.2, 0.5, (0.1, 2.0), 0.1, True)
     rng = np.random.default_rng(0)
-    p = np.stack([draw_params(rng, spec) for _ in range(4000)])
+    p = draw_params(rng, spec, 4000)
     for column, prob in ((FLIP, 0.5), (JITTER, 0.8), (GRAY, 0.2), (BLUR, 0.5), (SOLARIZE, 0.1)):
         assert set(np.unique(p[:, column])) <= {0.0, 1.0} and abs(p[:, column].mean() - prob) < 0.03, column
     for column, strength in ((BRIGHTNESS, 0.4), (CONTRAST, 0.3), (SATURATION, 0.2)):
@@ -99,7 +99,7 @@ def test_device_augment_matches_torchvision_per_sample():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8, generator=g)
     rng = np.random.default_rng(1)
-    params = torch.from_numpy(np.stack([draw_params(rng, spec) for _ in range(6)]))
+    params = torch.from_numpy(draw_params(rng, spec, 6))
     params[:, JITTER], params[:3, FLIP], params[3:, FLIP], params[:, GRAY] = 1, 1, 0, 0
     params[5, GRAY] = 1
     out = DeviceAugment(spec)(images, params)

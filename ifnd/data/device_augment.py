@@ -71,20 +71,18 @@ class ViewSpec:
         )
 
 
-def draw_params(rng: np.random.Generator, spec: ViewSpec) -> np.ndarray:
-    """One view's random parameters ``float32 [NUM_PARAMS]`` (every draw made, so the stream's use is fixed)."""
-    p = np.zeros(NUM_PARAMS, dtype=np.float32)
-    p[FLIP] = rng.random() < spec.hflip_prob
-    p[JITTER] = rng.random() < spec.cj_prob
-    for column, strength in ((BRIGHTNESS, spec.brightness), (CONTRAST, spec.contrast),
-                             (SATURATION, spec.saturation)):
-        p[column] = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
-    p[HUE] = rng.uniform(-spec.hue, spec.hue)
-    p[ORDER] = rng.permutation(4)
-    p[GRAY] = rng.random() < spec.gray_prob
-    p[BLUR] = rng.random() < spec.blur_prob
-    p[SIGMA] = rng.uniform(*spec.sigmas)
-    p[SOLARIZE] = rng.random() < spec.solarize_prob
+def draw_params(rng: np.random.Generator, spec: ViewSpec, views: int) -> np.ndarray:
+    """The random parameters of ``views`` views, ``float32 [views, NUM_PARAMS]`` (vectorised: a few draws)."""
+    p = np.zeros((views, NUM_PARAMS), dtype=np.float32)
+    coins = rng.random((views, 5))
+    p[:, [FLIP, JITTER, GRAY, BLUR, SOLARIZE]] = coins < [spec.hflip_prob, spec.cj_prob, spec.gray_prob,
+                                                          spec.blur_prob, spec.solarize_prob]
+    strengths = np.array([spec.brightness, spec.contrast, spec.saturation])
+    p[:, [BRIGHTNESS, CONTRAST, SATURATION]] = rng.uniform(np.maximum(0.0, 1.0 - strengths), 1.0 + strengths,
+                                                           (views, 3))
+    p[:, HUE] = rng.uniform(-spec.hue, spec.hue, views)
+    p[:, ORDER] = rng.permuted(np.tile(np.arange(4), (views, 1)), axis=1)
+    p[:, SIGMA] = rng.uniform(*spec.sigmas, views)
     return p
 
 

@@ -6,7 +6,7 @@ what needs the whole image,
 
 * decode, at a reduced size where both crops allow it (JPEG's DCT scaling, PIL's
   ``Image.draft``: the largest reduction that leaves each crop at least ``S`` pixels a side),
-* the two random-resized crops, resized to ``uint8 [3, S, S]``,
+* the two random-resized crops, resized to ``uint8 [3, S, S]`` (torch's antialiased bilinear),
 * every other random parameter of both views (:func:`~ifnd.data.device_augment.draw_params`),
 
 and :class:`~ifnd.data.device_augment.DeviceAugment` does the rest batched on the training
@@ -24,6 +24,7 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
@@ -61,6 +62,23 @@ def draft_reduction(boxes: list[tuple[int, int, int, int]], size: int) -> int:
     return next((r for r in DRAFT_REDUCTIONS if smallest / r >= size), 1)
 
 
+def decode_rgb(image: Image.Image, reduction: int) -> torch.Tensor:
+    """``uint8 [1, 3, h, w]`` of an opened image, ``reduction`` times smaller where it is a JPEG (PIL's ``draft``:
+    DCT scaling). (torchvision's JPEG decoder is about 15% faster, but deprecated since torchvision 0.29.)"""
+    width, height = image.size
+    if reduction > 1:
+        image.draft("RGB", (math.ceil(width / reduction), math.ceil(height / reduction)))
+    pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB")))  # [h, w, 3]
+    return pixels.permute(2, 0, 1).unsqueeze(0)
+
+
+def resized_crop(image: torch.Tensor, left: int, top: int, right: int, bottom: int, size: int) -> torch.Tensor:
+    """``uint8 [3, size, size]``: the box of ``image [1, 3, h, w]`` resized bilinearly with antialiasing
+    (as PIL's resize; torch's uint8 kernel is about twice as fast)."""
+    crop = image[:, :, top:max(bottom, top + 1), left:max(right, left + 1)]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
 def _opened(source: Dataset, index: int) -> tuple[ContextManager[Image.Image], int]:
     """The image of ``source[index]`` not yet decoded where the source is a file (so ``draft`` can act), and its label."""
     if isinstance(source, Subset):
@@ -94,17 +112,11 @@ class FastViews(Dataset):
         with opened as image:
             width, height = image.size
             boxes = [crop_box(rng, width, height, spec.min_scale) for _ in range(2)]
-            reduction = draft_reduction(boxes, spec.size)
-            if reduction > 1:
-                image.draft("RGB", (math.ceil(width / reduction), math.ceil(height / reduction)))
-            fx, fy = image.size[0] / width, image.size[1] / height
-            rgb = image.convert("RGB")
-        views = [
-            torch.from_numpy(np.array(rgb.resize((spec.size, spec.size), Image.BILINEAR,
-                                                 box=(x * fx, y * fy, (x + w) * fx, (y + h) * fy)))).permute(2, 0, 1)
-            for x, y, w, h in boxes
-        ]
-        params = torch.from_numpy(np.stack([draw_params(rng, spec) for _ in boxes]))
+            whole = decode_rgb(image, draft_reduction(boxes, spec.size))
+        fx, fy = whole.shape[3] / width, whole.shape[2] / height
+        views = [resized_crop(whole, round(x * fx), round(y * fy), round((x + w) * fx), round((y + h) * fy), spec.size)
+                 for x, y, w, h in boxes]
+        params = torch.from_numpy(draw_params(rng, spec, len(boxes)))
         return views, label, index, params
 
 
