@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ifnd.data.index import folder_source
 from ifnd.runtime.sampler import ResumableSampler
 from ifnd.data.sources import (
     DataError,
@@ -25,8 +26,8 @@ def build_sources(cfg: Any) -> tuple[Dataset, Dataset | None]:
     elif data.name == "fashion_mnist":
         train, test = load_fashion_mnist(data.root)
     elif data.name == "imagefolder":
-        train = ImageFileDataset.from_folder(data.root, data.on_corrupt)
-        test = ImageFileDataset.from_folder(data.test_root, data.on_corrupt) if data.test_root else None
+        train = folder_source(data.root, cfg.output_dir, data.on_corrupt)  # indexed once into the run folder
+        test = folder_source(data.test_root, cfg.output_dir, data.on_corrupt) if data.test_root else None
     else:  # filelist
         train = ImageFileDataset.from_list(data.train_list, data.root, data.on_corrupt)
         test = ImageFileDataset.from_list(data.test_root, data.root, data.on_corrupt) if data.test_root else None

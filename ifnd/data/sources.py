@@ -163,21 +163,12 @@ class ImageFileDataset(Dataset):
 
     @classmethod
     def from_folder(cls, root: str, on_corrupt: str = "skip") -> "ImageFileDataset":
-        folder = Path(root)
-        if not root or not folder.is_dir():
-            raise DataError(f"image folder {root!r} does not exist; set data.root to a folder laid out as root/class_x/img.jpg")
-        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-        if not classes:
-            raise DataError(f"image folder {root!r} has no class sub-folders; expected root/class_x/img.jpg")
-        samples = [
-            (path, label)
-            for label, name in enumerate(classes)
-            for path in sorted((folder / name).rglob("*"))
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-        ]
-        if not samples:
-            raise DataError(f"image folder {root!r} holds no images with extensions {IMAGE_EXTENSIONS}")
-        return cls(samples, classes, on_corrupt, source=root)
+        """Every image of ``root/class_x/**``, each opened and checked now (training runs use the folder's
+        index instead: :func:`ifnd.data.index.folder_source`)."""
+        from ifnd.data.index import IndexSamples, scan_folder  # the index module builds on this one
+
+        index = scan_folder(root)
+        return cls(list(IndexSamples(index.root, index.paths, index.labels)), index.classes, on_corrupt, source=root)
 
     @classmethod
     def from_list(cls, list_file: str, base: str = "", on_corrupt: str = "skip") -> "ImageFileDataset":
