@@ -64,14 +64,15 @@ def train_loader(dataset: Dataset, sampler: ResumableSampler, num_workers: int, 
 
 
 def eval_loader(source: Dataset, image_size: int, normalize: bool, batch_size: int, num_workers: int,
-                indices: Sequence[int] | None = None) -> DataLoader:
+                indices: Sequence[int] | None = None, resize: int = 0) -> DataLoader:
     """Deterministic loader yielding ``(images [B,3,S,S], labels [B], indices [B])`` in order.
 
     ``indices`` restricts it to those samples (e.g. one rank's shard); the yielded
-    indices are always positions in ``source``.
+    indices are always positions in ``source``. ``resize``: the shorter side before the centre crop
+    (0: ``image_size``).
     """
     return DataLoader(
-        IndexedImages(source, build_eval_transform(image_size, normalize)),
+        IndexedImages(source, build_eval_transform(image_size, normalize, resize)),
         batch_size=batch_size,
         sampler=indices,
         shuffle=False,
