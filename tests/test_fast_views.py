@@ -1,7 +1,9 @@
 """The fast view path (augment.device=cuda) on CPU tensors: crops, draft decoding, the device
-side's parameters and operations, statistics against the CPU path, seeding and resume."""
+side's parameters and operations, statistics against the CPU path, seeding and resume.
+IFND_TEST_DEVICE=cuda runs the device side's tests on the GPU (tools/gpu_check.sh)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.checkpoint import load_checkpoint
 from ifnd.runtime.loop import Engine, Interrupted
 from ifnd.runtime.sampler import ResumableSampler
+
+DEVICE = torch.device(os.environ.get("IFND_TEST_DEVICE", "cpu"))
 
 
 def smooth_jpegs(folder, n: int, size=(120, 90), seed: int = 0) -> None:
@@ -102,8 +106,9 @@ def test_device_augment_matches_torchvision_per_sample():
     params = torch.from_numpy(draw_params(rng, spec, 6))
     params[:, JITTER], params[:3, FLIP], params[3:, FLIP], params[:, GRAY] = 1, 1, 0, 0
     params[5, GRAY] = 1
-    out = DeviceAugment(spec)(images, params)
-    assert out.shape == images.shape and out.dtype == torch.float32
+    out = DeviceAugment(spec)(images.to(DEVICE), params.to(DEVICE))
+    assert out.shape == images.shape and out.dtype == torch.float32 and out.device.type == DEVICE.type
+    out = out.cpu()
     ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     columns = (BRIGHTNESS, CONTRAST, SATURATION, HUE)
     for i in range(6):
@@ -122,7 +127,7 @@ def test_device_augment_blur_solarize_and_normalise():
     images[1, :, :, :8] = 0
     params = torch.zeros(2, NUM_PARAMS)
     params[:, BLUR], params[:, SIGMA], params[0, SOLARIZE] = 1, 2.0, 1
-    out = DeviceAugment(spec)(images, params)
+    out = DeviceAugment(spec)(images.to(DEVICE), params.to(DEVICE)).cpu()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     raw = out * std + mean
@@ -143,9 +148,8 @@ def test_output_statistics_match_the_cpu_path(tmp_path, tiny_cfg):
     assert cpu.augment is None and fast.augment is not None
     stats = []
     for views in (cpu, fast):
-        batches = [views.to_device(b, torch.device("cpu")) for epoch in range(4)
-                   for b in _loader(views, epoch, len(source))]
-        x = torch.cat([torch.cat(pair) for pair in batches])  # [4 * 2 * 32, 3, 16, 16]
+        batches = [views.to_device(b, DEVICE) for epoch in range(4) for b in _loader(views, epoch, len(source))]
+        x = torch.cat([torch.cat(pair) for pair in batches]).cpu()  # [4 * 2 * 32, 3, 16, 16]
         stats.append((x.mean((0, 2, 3)), x.std((0, 2, 3)), x.std((2, 3)).mean()))
     for a, b in zip(*stats):
         assert (a - b).abs().max() < 0.12, (a, b)
