@@ -17,7 +17,7 @@ from ifnd.data.device_augment import (
     BLUR, BRIGHTNESS, CONTRAST, FLIP, GRAY, HUE, JITTER, NUM_PARAMS, ORDER, SATURATION, SIGMA, SOLARIZE,
     DeviceAugment, ViewSpec, draw_params,
 )
-from ifnd.data.fast_views import FastViews, build_train_views, crop_box, draft_reduction, fast_path
+from ifnd.data.fast_views import FastViews, build_train_views, crop_box, decode_rgb, draft_reduction, fast_path
 from ifnd.data.sources import ImageFileDataset
 from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.checkpoint import load_checkpoint
@@ -51,6 +51,17 @@ def test_draft_reduction_keeps_every_crop_at_the_output_size():
     assert draft_reduction([(0, 0, 300, 260), (5, 5, 500, 400)], 32) == 8
     assert draft_reduction([(0, 0, 300, 260), (5, 5, 100, 70)], 32) == 2
     assert draft_reduction([(0, 0, 60, 60), (5, 5, 100, 70)], 32) == 1
+
+
+def test_decode_rgb_reduces_jpegs_by_the_draft_factor(tmp_path):
+    Image.new("RGB", (401, 301), (10, 20, 30)).save(tmp_path / "a.jpg")
+    Image.new("L", (40, 30), 7).save(tmp_path / "b.png")
+    for reduction, shape in ((1, (301, 401)), (2, (151, 201)), (8, (38, 51))):
+        with Image.open(tmp_path / "a.jpg") as image:
+            pixels = decode_rgb(image, reduction)
+        assert pixels.shape == (1, 3, *shape) and pixels.dtype == torch.uint8
+    with Image.open(tmp_path / "b.png") as image:  # not a JPEG: full size, grayscale made RGB
+        assert decode_rgb(image, 2).shape == (1, 3, 30, 40)
 
 
 def test_fast_views_cpu_side_shapes_seeding_and_draft(tmp_path):

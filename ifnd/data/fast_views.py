@@ -67,7 +67,7 @@ def decode_rgb(image: Image.Image, reduction: int) -> torch.Tensor:
     DCT scaling). (torchvision's JPEG decoder is about 15% faster, but deprecated since torchvision 0.29.)"""
     width, height = image.size
     if reduction > 1:
-        image.draft("RGB", (math.ceil(width / reduction), math.ceil(height / reduction)))
+        image.draft("RGB", (width // reduction, height // reduction))  # PIL then scales by exactly 1 / reduction
     pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB")))  # [h, w, 3]
     return pixels.permute(2, 0, 1).unsqueeze(0)
 
