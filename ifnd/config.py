@@ -119,6 +119,8 @@ AUGMENT_KEYS: dict[str, Option] = {
     "augment.blur_prob": Option(0.0, "Probability of Gaussian blur (0.5 is usual at ImageNet resolution)."),
     "augment.hflip_prob": Option(0.5, "Probability of a horizontal flip."),
     "augment.normalize": Option(True, "Normalise with ImageNet mean and std."),
+    "augment.device": Option("auto", "Where the training views are made. cpu: every step in the loader workers (lightly's transforms); cuda: the fast path, the workers only decode (at reduced size where the crops allow) and crop to uint8, flip, colour jitter, grayscale, blur, solarize and normalise run batched on the training device (also a CPU device); auto: cuda when training on CUDA, else cpu. Same parameter ranges and per-sample seeding on both paths.", ("auto", "cpu", "cuda")),
+    "augment.solarize_prob": Option(0.0, "Probability of solarizing a view (threshold 0.5; BYOL's second view uses 0.2). Fast path only (augment.device=cuda)."),
 }
 ENCODER_KEYS: dict[str, Option] = {
     "model.backbone": Option("small_cnn", "Encoder backbone.", ("small_cnn", "resnet18", "resnet50")),

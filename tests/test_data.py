@@ -65,7 +65,7 @@ def test_file_list(tmp_path):
 
 def test_imagefolder_through_the_config(tmp_path):
     _write_images(tmp_path / "train")
-    cfg = resolve({"data": {"name": "imagefolder", "root": str(tmp_path / "train")}})
+    cfg = resolve({"output_dir": str(tmp_path / "run"), "data": {"name": "imagefolder", "root": str(tmp_path / "train")}})
     train, test = build_sources(cfg)
     assert len(train) == 6 and test is None
 

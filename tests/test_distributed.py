@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ifnd.runtime.checkpoint import load_checkpoint
 
@@ -249,3 +250,26 @@ def test_itm_sigterm_to_torchrun_checkpoints_and_resumes_exactly(tmp_path):
     assert resumed["epoch"] == straight["epoch"] == 3
     _assert_same_weights(resumed["model"], straight["model"])
     assert torch.equal(resumed["mining"]["memory.ids"], straight["mining"]["memory.ids"])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_moco_linear_protocol_two_processes_match_one_process(tmp_path, checkpoint):
+    """configs/imagenet_linear.yaml under torchrun: 2 x 4 images per step end with the classifier of 1 x 8
+    (per-sample seeded crops, gradients averaged, the test split sharded and gathered)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 3)):
+        for c in range(2):
+            (tmp_path / split / f"n0{c}").mkdir(parents=True)
+            for i in range(n):
+                pixels = np.full((24, 30, 3), 60 + 120 * c) + rng.integers(0, 40, (24, 30, 3))
+                Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / split / f"n0{c}" / f"{i}.JPEG")
+    sets = ["device=cpu", f"data.root={tmp_path / 'train'}", f"data.test_root={tmp_path / 'val'}", "data.image_size=16",
+            "data.num_workers=0", "linear.eval_resize=18", "linear.epochs=2", "linear.lr_steps=[1]"]
+    extra = ["--checkpoint", str(checkpoint), "--config", "configs/imagenet_linear.yaml"]
+    runs = {n: tmp_path / f"p{n}" for n in (1, 2)}
+    for n, out in runs.items():
+        _launch(n, "linear", [*sets, f"linear.batch_size={8 // n}"], out, extra)
+    one, two = (load_checkpoint(out / "checkpoints" / "last.pt") for out in runs.values())
+    _assert_same_weights(one["model"], two["model"])
+    assert one["history"][-1]["test_top1"] == two["history"][-1]["test_top1"]

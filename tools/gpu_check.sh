@@ -14,7 +14,13 @@
 #    faiss has a GPU (on faiss's CPU build it would take far longer than the rest: skipped);
 # 5. MoCo v2 ResNet-50, 224 px, batch 256, STEPS steps (default 200), without and with an IFND
 #    label table over 1,281,167 samples: images/s, peak GPU memory, and the step-time ratio
-#    (tools/bench_pretrain.py).
+#    (tools/bench_pretrain.py);
+# 6. the data path (issue 22): the fast view path's tests with the device side on the GPU,
+#    tools/bench_loader.py on 600 generated 500 x 375 JPEGs (CPU ms per image of each path, the
+#    device side's images/s on the GPU, kornia against torchvision.transforms.v2 there), and
+#    `ifnd pretrain` of MoCo v2 ResNet-50 (batch 256, 8 loader workers) on 6,400 generated JPEGs
+#    with augment.device=cuda and =cpu: the second epoch's images/s of the full path, to set
+#    against step 5's step-only rate. DATA_ONLY=1 runs steps 1 and 6 only.
 # Each step runs even when an earlier one failed; a table at the end gives each step's exit
 # status, and the script exits 1 when any step failed. Every table is printed and also written
 # to OUT_DIR/*.md. Needs the package importable (`pip install -e .`, then the faiss GPU build:
@@ -55,6 +61,7 @@ print(f"faiss {faiss.__version__}, faiss sees a GPU: {faiss_gpu_available()}")
 EOF
 faiss_gpu=$("$py" -c "from ifnd.falseneg.clustering import faiss_gpu_available as f; print('--gpu' if f() else '')")
 
+if [ "${DATA_ONLY:-0}" != 1 ]; then
 step "CUDA-only tests" cuda_tests.txt "$py" -m pytest -q tests/test_masks.py tests/test_detector.py -k "cuda or gpu" -rs
 
 pretrain=(pretrain --config configs/fashion_mnist_moco_ifnd.yaml --set device=cuda --set data.name=digits
@@ -77,6 +84,31 @@ fi
 step "MoCo v2 ResNet-50 throughput" throughput.md "$py" tools/bench_pretrain.py --backbone resnet50 --image-size 224 \
     --stem imagenet --methods moco --batch-size 256 --queue 65536 --steps "$steps" --warmup 20 --detection none,ifnd \
     --num-samples 1281167 --clusters 25000,50000,100000 --device cuda
+fi
+
+step "fast view path tests, device side on the GPU" fast_views_tests.txt env IFND_TEST_DEVICE=cuda "$py" -m pytest -q \
+    tests/test_fast_views.py -k "device_augment or statistics"
+jpegs="$out/jpegs"
+step "loader CPU cost and device side (600 JPEGs)" bench_loader.md "$py" tools/bench_loader.py --root "$jpegs" \
+    --generate 600 --images 576 --batch 256 --compare
+"$py" -c "import pathlib, sys; sys.path.insert(0, 'tools'); import bench_loader; bench_loader.generate(pathlib.Path('$jpegs'), 6400)"
+for path in cuda cpu; do
+  step "pretrain MoCo v2 ResNet-50 from JPEGs, augment.device=$path" "full_path_$path.md" "$py" -m ifnd pretrain \
+      --config configs/imagenet_moco_ifnd.yaml --set augment.device=$path --set data.root="$jpegs" --set data.test_root= \
+      --set train.epochs=2 --set train.batch_size=256 --set data.num_workers=8 --set detection.mode=none \
+      --set knn.every=0 --set model.sync_bn=false --set output_dir="$out/full_path_$path"
+done
+"$py" - "$out" <<'EOF' | tee "$out/full_path.md"
+import json, sys
+print("| augment.device | images/s, 2nd epoch (8 workers, MoCo v2 ResNet-50, batch 256) |")
+print("|---|---|")
+for path in ("cuda", "cpu"):
+    try:
+        history = json.load(open(f"{sys.argv[1]}/full_path_{path}/metrics.json"))["history"]
+        print(f"| {path} | {history[-1]['samples_per_s']:.0f} |")
+    except (OSError, KeyError, IndexError) as err:
+        print(f"| {path} | no result ({err}) |")
+EOF
 
 printf '%s\n' "" "| step | exit status | seconds |" "|---|---|---|" "${summary[@]}" | tee "$out/summary.md"
 exit $failed

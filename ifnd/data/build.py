@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ifnd.data.index import folder_source
 from ifnd.runtime.sampler import ResumableSampler
 from ifnd.data.sources import (
     DataError,
@@ -25,8 +26,8 @@ def build_sources(cfg: Any) -> tuple[Dataset, Dataset | None]:
     elif data.name == "fashion_mnist":
         train, test = load_fashion_mnist(data.root)
     elif data.name == "imagefolder":
-        train = ImageFileDataset.from_folder(data.root, data.on_corrupt, cfg.seed)
-        test = ImageFileDataset.from_folder(data.test_root, data.on_corrupt, cfg.seed) if data.test_root else None
+        train = folder_source(data.root, cfg.output_dir, data.on_corrupt, cfg.seed)  # indexed once into the run folder
+        test = folder_source(data.test_root, cfg.output_dir, data.on_corrupt, cfg.seed) if data.test_root else None
     else:  # filelist
         train = ImageFileDataset.from_list(data.train_list, data.root, data.on_corrupt, cfg.seed)
         test = ImageFileDataset.from_list(data.test_root, data.root, data.on_corrupt, cfg.seed) if data.test_root else None
@@ -56,14 +57,15 @@ def train_loader(dataset: Dataset, sampler: ResumableSampler, num_workers: int, 
 
 
 def eval_loader(source: Dataset, image_size: int, normalize: bool, batch_size: int, num_workers: int,
-                indices: Sequence[int] | None = None) -> DataLoader:
+                indices: Sequence[int] | None = None, resize: int = 0) -> DataLoader:
     """Deterministic loader yielding ``(images [B,3,S,S], labels [B], indices [B])`` in order.
 
     ``indices`` restricts it to those samples (e.g. one rank's shard); the yielded
-    indices are always positions in ``source``.
+    indices are always positions in ``source``. ``resize``: the shorter side before the centre crop
+    (0: ``image_size``).
     """
     return DataLoader(
-        IndexedImages(source, build_eval_transform(image_size, normalize)),
+        IndexedImages(source, build_eval_transform(image_size, normalize, resize)),
         batch_size=batch_size,
         sampler=indices,
         shuffle=False,

@@ -19,7 +19,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, TypeVar, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from ifnd.runtime.seeding import derive_seed
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
@@ -213,9 +214,10 @@ class ImageFileDataset(Dataset):
         self.on_corrupt, self.seed = on_corrupt, seed
         self._set_samples(good)
 
-    def _set_samples(self, samples: list[tuple[Path, int]]) -> None:
+    def _set_samples(self, samples: Sequence[tuple[Path, int]], labels: np.ndarray | None = None) -> None:
+        """``samples`` (``(path, label)``) and their ``labels [N]`` (read from the samples when not given)."""
         self.samples = samples
-        self.labels = np.array([y for _, y in samples], dtype=np.int64)
+        self.labels = np.array([y for _, y in samples], dtype=np.int64) if labels is None else labels
         self.undecodable = torch.zeros(len(samples), dtype=torch.bool).share_memory_()
 
     def first(self, n: int) -> "ImageFileDataset":
@@ -226,21 +228,13 @@ class ImageFileDataset(Dataset):
 
     @classmethod
     def from_folder(cls, root: str, on_corrupt: str = "skip", seed: int = 0) -> "ImageFileDataset":
-        folder = Path(root)
-        if not root or not folder.is_dir():
-            raise DataError(f"image folder {root!r} does not exist; set data.root to a folder laid out as root/class_x/img.jpg")
-        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-        if not classes:
-            raise DataError(f"image folder {root!r} has no class sub-folders; expected root/class_x/img.jpg")
-        samples = [
-            (path, label)
-            for label, name in enumerate(classes)
-            for path in sorted((folder / name).rglob("*"))
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-        ]
-        if not samples:
-            raise DataError(f"image folder {root!r} holds no images with extensions {IMAGE_EXTENSIONS}")
-        return cls(samples, classes, on_corrupt, source=root, seed=seed)
+        """Every image of ``root/class_x/**``, each opened and checked now (training runs use the folder's
+        index instead: :func:`ifnd.data.index.folder_source`)."""
+        from ifnd.data.index import IndexSamples, scan_folder  # the index module builds on this one
+
+        index = scan_folder(root)
+        return cls(list(IndexSamples(index.root, index.paths, index.labels)), index.classes, on_corrupt, source=root,
+                   seed=seed)
 
     @classmethod
     def from_list(cls, list_file: str, base: str = "", on_corrupt: str = "skip", seed: int = 0) -> "ImageFileDataset":
@@ -264,13 +258,20 @@ class ImageFileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return self.decoded(index, lambda image, path: (image.load(), to_rgb(image, path))[1])
+
+    def decoded(self, index: int, decode: Callable[[Image.Image, Path], T]) -> tuple[T, int]:
+        """``decode(opened image, its path)`` of sample ``index``, and its label, under ``data.on_corrupt``.
+
+        ``decode`` gets the file opened but not decoded (the fast view path asks for a reduced JPEG decode
+        first); a decode error names the file (``error``) or moves to a seeded other sample (``skip``),
+        as in :meth:`__getitem__`."""
         sample = index
         for attempt in range(MAX_REPLACEMENTS):
             path, label = self.samples[sample]
             try:
                 with Image.open(path) as img:
-                    img.load()
-                    return to_rgb(img, path), label
+                    return decode(img, path), label
             except DECODE_ERRORS as err:
                 if self.on_corrupt == "error":
                     raise DataError(f"cannot decode image {path} ({err}); remove or repair it, or set "

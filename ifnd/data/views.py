@@ -41,9 +41,10 @@ def build_view_transform(cfg: Any) -> Callable:
     )
 
 
-def build_eval_transform(image_size: int, normalize: bool = True) -> Callable:
-    """Resize and centre-crop (no randomness): the view used by kNN, probes and the `pass` features."""
-    steps: list[Callable] = [T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor()]
+def build_eval_transform(image_size: int, normalize: bool = True, resize: int = 0) -> Callable:
+    """Resize the shorter side to ``resize`` (0: ``image_size``) and centre-crop ``image_size`` (no randomness):
+    the view used by kNN, probes and the `pass` features."""
+    steps: list[Callable] = [T.Resize(resize or image_size), T.CenterCrop(image_size), T.ToTensor()]
     if normalize:
         steps.append(T.Normalize(IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"]))
     return T.Compose(steps)

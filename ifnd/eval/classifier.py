@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from ifnd.runtime import distributed as dist
 from ifnd.runtime.loop import Context, Engine, LoopSettings
 from ifnd.runtime.run import RunDir
 from ifnd.runtime.sampler import ResumableSampler
@@ -34,12 +35,14 @@ class ClassifierSpec:
         build: ``device -> (model, optimizer)``; the model maps inputs to logits ``[B, C]``.
         train_data: cached ``(feats [N, D], labels [N])``, or a dataset of ``(image, label, index)``.
         test: ``model -> {"top1", "top5"}`` on the test split.
+        lr_multiplier: ``(step, steps_per_epoch) -> factor`` of every learning rate; None: cosine decay to 0.
     """
 
     section: str
     build: Callable[[torch.device], tuple[nn.Module, torch.optim.Optimizer]]
     train_data: tuple[Tensor, Tensor] | Dataset
     test: Callable[[nn.Module], dict[str, float]]
+    lr_multiplier: Callable[[int, int], float] | None = None
 
 
 class ClassifierTask:
@@ -51,14 +54,17 @@ class ClassifierTask:
     def __init__(self, ctx: Context, spec: ClassifierSpec):
         self.cfg, self.device, self.spec = ctx.cfg, ctx.device, spec
         section = getattr(ctx.cfg, spec.section)
-        self.settings = LoopSettings(section.epochs, section.batch_size, drop_last=False,
+        self.settings = LoopSettings(section.epochs, section.batch_size, drop_last=ctx.world > 1,
                                      batch_key=f"{spec.section}.batch_size")
         self.model, self.optimizer = spec.build(ctx.device)
+        self.forward = dist.wrap_ddp(self.model, ctx.device)  # gradients averaged over the ranks
         data = spec.train_data
         self.num_samples = len(data[1]) if isinstance(data, tuple) else len(data)
         self.correct, self.seen = 0, 0
 
     def lr_multiplier(self, step: int, steps_per_epoch: int) -> float:
+        if self.spec.lr_multiplier is not None:
+            return self.spec.lr_multiplier(step, steps_per_epoch)
         return warmup_cosine(step, self.settings.epochs * steps_per_epoch, 0)
 
     def loader(self, sampler: ResumableSampler, epoch: int) -> Iterable[Any]:
@@ -66,6 +72,8 @@ class ClassifierTask:
         if isinstance(data, tuple):  # in-memory features: index them, no per-sample loader overhead
             feats, labels = data
             return ((feats[b], labels[b]) for b in BatchSampler(sampler, self.settings.batch_size, drop_last=False))
+        if hasattr(data, "set_epoch"):  # per-sample seeded augmentation (IndexedViews)
+            data.set_epoch(epoch)
         return DataLoader(data, batch_size=self.settings.batch_size, sampler=sampler,
                           num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
 
@@ -75,7 +83,7 @@ class ClassifierTask:
 
     def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor:
         inputs, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
-        logits = self.model(inputs)
+        logits = self.forward(inputs)
         self.correct += int((logits.argmax(1) == labels).sum())
         self.seen += len(labels)
         return F.cross_entropy(logits, labels)

@@ -131,7 +131,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
     def body(ctx: EvalContext) -> dict[str, Any]:
         result = linear_probe(ctx.encoder, ctx.feat_dim, ctx.train_src, ctx.test_src, ctx.cfg, ctx.device, ctx.run,
                               ctx.resume)
-        return {**result, "cache_features": ctx.cfg.linear.cache_features}
+        return {**result, "linear_protocol": ctx.cfg.linear.protocol, "cache_features": ctx.cfg.linear.cache_features}
 
     run_evaluation(args, "linear", body)
     return 0

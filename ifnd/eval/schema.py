@@ -27,15 +27,26 @@ EVAL_SCHEMA: dict[str, Option] = {
         default="",
         doc="Evaluation folder: metrics.json, config.yaml, TensorBoard events (empty = RUN/eval/<protocol> next to the checkpoint).",
     ),
-    # --- linear probe (frozen backbone; MoCo protocol) ---------------------------
+    # --- linear probe (frozen backbone) -------------------------------------------
+    "linear.protocol": Option(
+        "cached",
+        "cached: the quick probe (L2-normalised features, cosine learning rate, see linear.cache_features); ranks "
+        "encoders, not comparable with published tables. moco: MoCo's main_lincls (random-resized crops and flips "
+        "every epoch, unnormalised features, steps at linear.lr_steps, Resize(linear.eval_resize) + CenterCrop "
+        "test; configs/imagenet_linear.yaml), the protocol of the IFND, MoCo and PCL tables; runs under torchrun.",
+        ("cached", "moco"),
+    ),
     "linear.epochs": Option(100, "Epochs of linear classifier training.", positive=True),
-    "linear.batch_size": Option(256, "Images (or cached feature vectors) per step.", positive=True),
-    "linear.lr": Option(30.0, "Initial SGD learning rate, decayed to 0 with a cosine schedule.", positive=True),
+    "linear.batch_size": Option(256, "Images (or cached feature vectors) per step and process (under torchrun the global batch is this x the processes).", positive=True),
+    "linear.lr": Option(30.0, "Initial SGD learning rate (cached: cosine decay to 0; moco: divided by 10 at linear.lr_steps).", positive=True),
+    "linear.lr_steps": Option([60, 80], "protocol=moco: epochs at which the learning rate is divided by 10.", item_type=int),
+    "linear.min_scale": Option(0.08, "protocol=moco: smallest area fraction of the training crops (torchvision's default, as main_lincls)."),
+    "linear.eval_resize": Option(256, "protocol=moco: shorter side of the test images before the centre crop of data.image_size (256 for 224)."),
     "linear.momentum": Option(0.9, "SGD momentum."),
     "linear.weight_decay": Option(0.0, "Weight decay of the linear classifier."),
     "linear.cache_features": Option(
         True,
-        "Encode the centre-cropped images once and train on the cached features (fast); "
+        "protocol=cached: encode the centre-cropped images once and train on the cached features (fast); "
         "false: encode randomly cropped and flipped images at every epoch.",
     ),
     # --- semi-supervised fine-tuning (whole network) ------------------------------

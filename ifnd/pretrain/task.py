@@ -19,7 +19,7 @@ import torch
 
 from ifnd.config import ConfigError
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
-from ifnd.data.views import IndexedViews, build_view_transform
+from ifnd.data.fast_views import build_train_views
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
@@ -51,7 +51,7 @@ class PretrainTask:
         self.num_samples = len(self.train_src)
         self.true_labels = source_labels(self.train_src)
         self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
-        self.views = IndexedViews(self.train_src, build_view_transform(cfg), seed=cfg.seed)
+        self.views = build_train_views(cfg, self.train_src, self.device)  # augment.device: CPU or fast path
         self.knn_unscored = knn_unscored_reason(self.true_labels, self.test_src is not None)
         if self.knn_unscored and dist.is_main():
             log.warning("the kNN monitor is not scored: %s", self.knn_unscored)
@@ -86,8 +86,8 @@ class PretrainTask:
         return warmup_cosine(step, train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch)
 
     def loader(self, sampler: ResumableSampler, epoch: int) -> Iterable[Any]:
-        self.views.set_epoch(epoch)
-        return train_loader(self.views, sampler, self.cfg.data.num_workers, self.device.type == "cuda")
+        self.views.dataset.set_epoch(epoch)
+        return train_loader(self.views.dataset, sampler, self.cfg.data.num_workers, self.device.type == "cuda")
 
     def start_epoch(self, epoch: int, step: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
@@ -100,9 +100,8 @@ class PretrainTask:
         return record
 
     def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor:
-        (x1, x2), _, ids = batch
-        x1, x2 = (x.to(self.device, non_blocking=True, memory_format=self.memory_format) for x in (x1, x2))
-        ids = self.ids = ids.to(self.device, non_blocking=True)
+        x1, x2 = (x.contiguous(memory_format=self.memory_format) for x in self.views.to_device(batch, self.device))
+        ids = self.ids = batch[2].to(self.device, non_blocking=True)
         amp = self.cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             if self.queue is None:

@@ -1,0 +1,152 @@
+"""The training views of ``augment.device``: the CPU path, or the fast path's CPU side.
+
+``augment.device=cpu`` is :class:`~ifnd.data.views.IndexedViews` (lightly's transforms in
+the loader workers). ``cuda`` is the fast path: :class:`FastViews` does in the workers only
+what needs the whole image,
+
+* decode, at a reduced size where both crops allow it (JPEG's DCT scaling, PIL's
+  ``Image.draft``: the largest reduction that leaves each crop at least ``S`` pixels a side),
+* the two random-resized crops, resized to ``uint8 [3, S, S]`` (torch's antialiased bilinear),
+* every other random parameter of both views (:func:`~ifnd.data.device_augment.draw_params`),
+
+and :class:`~ifnd.data.device_augment.DeviceAugment` does the rest batched on the training
+device, after the batch is moved there (:meth:`TrainViews.to_device`). ``auto`` is ``cuda``
+when training on CUDA and ``cpu`` otherwise. Both paths draw a sample's random numbers from
+the stream ``("views", epoch, index)`` of the run's seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ifnd.config import ConfigError
+from ifnd.data.sources import ImageFileDataset, to_rgb
+from ifnd.data.device_augment import DeviceAugment, ViewSpec, draw_params
+from ifnd.data.views import IndexedViews, build_view_transform
+from ifnd.runtime.seeding import derive_seed
+
+RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (lightly keeps torchvision's default)
+DRAFT_REDUCTIONS = (8, 4, 2)  # JPEG decodes at 1/8, 1/4, 1/2 (or full) size
+
+
+def crop_box(rng: np.random.Generator, width: int, height: int, min_scale: float) -> tuple[int, int, int, int]:
+    """``(left, top, w, h)`` of a random-resized crop: torchvision's ``RandomResizedCrop.get_params`` rule."""
+    area = width * height
+    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(min_scale, 1.0)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height  # fallback: the central crop of the nearest allowed ratio
+    w, h = width, height
+    if in_ratio < RATIO[0]:
+        h = round(w / RATIO[0])
+    elif in_ratio > RATIO[1]:
+        w = round(h * RATIO[1])
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def draft_reduction(boxes: list[tuple[int, int, int, int]], size: int) -> int:
+    """The largest JPEG reduction (8, 4, 2, else 1) that keeps every crop at least ``size`` a side."""
+    smallest = min(min(w, h) for _, _, w, h in boxes)
+    return next((r for r in DRAFT_REDUCTIONS if smallest / r >= size), 1)
+
+
+def decode_rgb(image: Image.Image, reduction: int, path: Path | str = "") -> torch.Tensor:
+    """``uint8 [1, 3, h, w]`` of an opened image, ``reduction`` times smaller where it is a JPEG (PIL's ``draft``:
+    DCT scaling); other modes as :func:`~ifnd.data.sources.to_rgb` converts them (16-bit scaled, ``path`` named
+    in its refusals). (torchvision's JPEG decoder is about 15% faster, but deprecated since torchvision 0.29.)"""
+    width, height = image.size
+    if reduction > 1:
+        image.draft("RGB", (width // reduction, height // reduction))  # PIL then scales by exactly 1 / reduction
+    pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else to_rgb(image, path)))  # [h, w, 3]
+    return pixels.permute(2, 0, 1).unsqueeze(0)
+
+
+def resized_crop(image: torch.Tensor, left: int, top: int, right: int, bottom: int, size: int) -> torch.Tensor:
+    """``uint8 [3, size, size]``: the box of ``image [1, 3, h, w]`` resized bilinearly with antialiasing
+    (as PIL's resize; torch's uint8 kernel is about twice as fast)."""
+    crop = image[:, :, top:max(bottom, top + 1), left:max(right, left + 1)]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+class FastViews(Dataset):
+    """``source[i] -> ((uint8 [3,S,S], uint8 [3,S,S]), label, i, params float32 [2, NUM_PARAMS])``."""
+
+    def __init__(self, source: Dataset, spec: ViewSpec, seed: int = 0):
+        self.source, self.spec, self.seed = source, spec, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before building the epoch's DataLoader iterator (workers copy the value)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, int, torch.Tensor]:
+        rng = np.random.default_rng(derive_seed(self.seed, "views", self.epoch, index))
+        spec = self.spec
+
+        def crops(image: Image.Image, path: Path | str = "") -> list[torch.Tensor]:
+            """The two crop boxes, drawn from the image's size, decoded (reduced where they allow) and resized."""
+            width, height = image.size
+            boxes = [crop_box(rng, width, height, spec.min_scale) for _ in range(2)]
+            whole = decode_rgb(image, draft_reduction(boxes, spec.size), path)
+            fx, fy = whole.shape[3] / width, whole.shape[2] / height
+            return [resized_crop(whole, round(x * fx), round(y * fy), round((x + w) * fx), round((y + h) * fy),
+                                 spec.size) for x, y, w, h in boxes]
+
+        if isinstance(self.source, ImageFileDataset):  # files: opened undecoded, so that draft can act
+            views, label = self.source.decoded(index, crops)
+        else:
+            image, label = self.source[index]
+            views = crops(image)
+        params = torch.from_numpy(draw_params(rng, spec, len(views)))
+        return views, label, index, params
+
+
+@dataclass
+class TrainViews:
+    """The training set as views (``dataset``, with ``set_epoch``) and the step's move to the device.
+
+    ``augment`` is None on the CPU path (the views are final), the device side on the fast path.
+    """
+
+    dataset: Dataset
+    augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+
+    def to_device(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader batch's two views ``[B, 3, S, S]`` on ``device``, augmented there on the fast path."""
+        x1, x2 = (x.to(device, non_blocking=True) for x in batch[0])
+        if self.augment is None:
+            return x1, x2
+        params = batch[3].to(device, non_blocking=True)  # [B, 2, NUM_PARAMS]
+        return self.augment(x1, params[:, 0]), self.augment(x2, params[:, 1])
+
+
+def fast_path(augment_device: str, device: torch.device) -> bool:
+    """Whether ``augment.device`` picks the fast path on a run training on ``device``."""
+    return augment_device == "cuda" or (augment_device == "auto" and device.type == "cuda")
+
+
+def build_train_views(cfg: Any, source: Dataset, device: torch.device) -> TrainViews:
+    """The views ``augment.device`` asks for (see the module docstring)."""
+    if fast_path(cfg.augment.device, device):
+        spec = ViewSpec.from_config(cfg)
+        return TrainViews(FastViews(source, spec, cfg.seed), DeviceAugment(spec))
+    if cfg.augment.solarize_prob > 0:
+        raise ConfigError(f"augment.solarize_prob={cfg.augment.solarize_prob} needs the fast path: "
+                          "set augment.device=cuda (or auto on a GPU), or augment.solarize_prob=0")
+    return TrainViews(IndexedViews(source, build_view_transform(cfg), seed=cfg.seed), None)
