@@ -163,6 +163,17 @@ def test_decoupled_under_masks_by_hand():
         -2.0 + math.log(math.exp(1.0) + math.exp(0.5) + 1), rel=1e-6)
 
 
+def test_a_row_without_negatives_counts_zero_as_in_info_nce():
+    """MoCo's first step: the queue is empty, the logits are the positives alone."""
+    logits = torch.tensor([[1.5], [0.2]], requires_grad=True)
+    masks = loss_masks(torch.ones(2, 1, dtype=torch.bool))
+    for loss in (info_nce, decoupled_contrastive, lambda lg, m: debiased_contrastive(lg, m, 0.2, 0.1, 1.0)):
+        value = loss(logits, masks)
+        value.backward()
+        assert value.item() == pytest.approx(0.0, abs=1e-7) and torch.isfinite(logits.grad).all()
+        logits.grad = None
+
+
 def config(**objective):
     return Config({"method": "moco", "moco": {"temperature": 0.2}, "simclr": {"temperature": 0.5},
                    "objective": {"tau_plus": 0.1, "beta": 1.0, "sigma": 0.5, **objective}})

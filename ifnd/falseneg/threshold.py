@@ -141,7 +141,10 @@ class AnchorThresholds:
         sims = sims.detach().float()
         if learn:
             current = self.values.to(device)[anchors]
-            starts = row_quantile(sims, valid, self.quantile)  # used where an anchor is still unset
+            starts = torch.full_like(current, float("nan"))  # the start of an anchor still unset
+            unset = current.isnan()
+            if bool(unset.any()):
+                starts[unset] = row_quantile(sims[unset], valid[unset], self.quantile)
             self._learn(dist.gather(anchors).cpu(), dist.gather(share_above(sims, current, valid)).cpu(),
                         dist.gather(starts).cpu(), epoch)
         if not detect:

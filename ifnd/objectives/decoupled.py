@@ -34,15 +34,19 @@ def decoupled_contrastive(logits: torch.Tensor, masks: LossMasks,
         masks: the rows' kept candidates and positives.
         positive_weights: ``[(L,) B]`` weight of each row's positive term, or None (1).
 
-    Computed in float32 (log-sum-exp shifted by the row's largest logit). Returns a scalar.
+    Computed in float32 (log-sum-exp shifted by the row's largest logit). A row with no
+    negative (MoCo's first step, before the queue holds a key) has nothing to contrast and
+    counts 0, as in ``info_nce``, instead of an unbounded ``-l_pos``. Returns a scalar.
     """
     logits = logits.float()
     shift = logits.detach().amax(-1, keepdim=True)                  # [B, 1]
-    negative_sum = row_sum(negatives(logits, masks), (logits - shift).exp())
+    negative = negatives(logits, masks)                             # [(L,) B, M]
+    negative_sum = row_sum(negative, (logits - shift).exp())        # [(L,) B]
     attraction = positive_mean(logits, masks)                       # [(L,) B]
     if positive_weights is not None:
         attraction = positive_weights * attraction
-    return (negative_sum.log() + shift.squeeze(-1) - attraction).mean()
+    rows = negative_sum.clamp(min=torch.finfo(negative_sum.dtype).tiny).log() + shift.squeeze(-1) - attraction
+    return torch.where(negative.sum(-1) > 0, rows, torch.zeros_like(rows)).mean()
 
 
 def von_mises_fisher_weights(logits: torch.Tensor, masks: LossMasks, temperature: float, sigma: float) -> torch.Tensor:
