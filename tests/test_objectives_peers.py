@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import DCLLoss, DCLWLoss
 
-from ifnd.config import Config
+from ifnd.config import Config, ConfigError
 from ifnd.losses import LossMasks, info_nce, loss_masks, moco_layout, simclr_layout
 from ifnd.objectives import debiased, decoupled, hard_negatives
 from ifnd.objectives.debiased import debiased_contrastive
@@ -191,5 +191,5 @@ def test_builders_read_their_keys_and_the_method_temperature():
     assert decoupled.build_weighted(config(sigma=0.3))(logits, masks) == decoupled_contrastive(logits, masks, weights)
     for build, key, value in ((debiased.build, "tau_plus", 1.0), (hard_negatives.build, "beta", -1.0),
                               (decoupled.build_weighted, "sigma", 0.0)):
-        with pytest.raises(ValueError, match=f"objective.{key}"):
+        with pytest.raises(ConfigError, match=f"objective.{key}"):
             build(config(**{key: value}))

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from ifnd.config import ConfigError
 from ifnd.losses import LossMasks
 from ifnd.objectives.rows import method_temperature, negatives, positive_mean, row_sum
 
@@ -66,7 +67,7 @@ def debiased_contrastive(logits: torch.Tensor, masks: LossMasks, temperature: fl
 def check_tau_plus(tau_plus: float) -> float:
     """``tau_plus`` if it is a class prior in ``[0, 1)``; otherwise a one-line error naming the key."""
     if not 0.0 <= tau_plus < 1.0 or math.isnan(tau_plus):
-        raise ValueError(f"objective.tau_plus must be in [0, 1) (a class prior; DCL's default is 0.1), got {tau_plus}")
+        raise ConfigError(f"objective.tau_plus must be in [0, 1) (a class prior; DCL's default is 0.1), got {tau_plus}")
     return tau_plus
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 
+from ifnd.config import ConfigError
 from ifnd.losses import LossMasks
 from ifnd.objectives.rows import method_temperature, negatives, positive_mean, row_sum
 
@@ -73,7 +74,7 @@ def build_weighted(cfg: Any) -> Callable[[torch.Tensor, LossMasks], torch.Tensor
     """The decoupled loss with DCLW's weights at ``objective.sigma`` (lightly's ``DCLWLoss``)."""
     sigma, temperature = float(cfg.get("objective.sigma")), method_temperature(cfg)
     if not sigma > 0 or math.isinf(sigma):
-        raise ValueError(f"objective.sigma must be a positive number (DCLW's weight temperature; lightly's default 0.5), got {sigma}")
+        raise ConfigError(f"objective.sigma must be a positive number (DCLW's weight temperature; lightly's default 0.5), got {sigma}")
 
     def loss(logits: torch.Tensor, masks: LossMasks) -> torch.Tensor:
         return decoupled_contrastive(logits, masks, von_mises_fisher_weights(logits, masks, temperature, sigma))

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from ifnd.config import ConfigError
 from ifnd.losses import LossMasks
 from ifnd.objectives.debiased import check_tau_plus, debiased_contrastive
 from ifnd.objectives.rows import method_temperature
@@ -26,7 +27,7 @@ def build(cfg: Any) -> Callable[[torch.Tensor, LossMasks], torch.Tensor]:
     """HCL with ``objective.beta`` and ``objective.tau_plus`` at the method's temperature."""
     beta = float(cfg.get("objective.beta"))
     if beta < 0 or math.isnan(beta):
-        raise ValueError(f"objective.beta must be >= 0 (HCL's concentration; 0 is DCL, their default 1.0), got {beta}")
+        raise ConfigError(f"objective.beta must be >= 0 (HCL's concentration; 0 is DCL, their default 1.0), got {beta}")
     tau_plus, temperature = check_tau_plus(float(cfg.get("objective.tau_plus"))), method_temperature(cfg)
 
     def loss(logits: torch.Tensor, masks: LossMasks) -> torch.Tensor:
