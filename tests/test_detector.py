@@ -155,15 +155,16 @@ def test_pair_uniform_is_symmetric_seeded_and_uniform():
 
 
 def test_threshold_step_tracks_the_asked_quantile():
-    from ifnd.falseneg.threshold import threshold_step
+    from ifnd.falseneg.threshold import share_above, threshold_step
 
     sims = torch.linspace(-1, 1, 201).repeat(2, 1)  # two anchors, the same 201 candidates
     valid = torch.ones_like(sims, dtype=torch.bool)
     thresholds = torch.tensor([1.0, -1.0])
     for _ in range(2000):
-        thresholds = threshold_step(thresholds, sims, valid, quantile=0.1, lr=0.01)
+        thresholds = threshold_step(thresholds, share_above(sims, thresholds, valid), quantile=0.1, lr=0.01)
     assert thresholds.tolist() == pytest.approx([0.8, 0.8], abs=0.02)  # 10% of the candidates lie above 0.8
-    one = threshold_step(torch.tensor([0.005]), sims[:1], valid[:1], quantile=0.1, lr=0.5)
+    start = torch.tensor([0.005])
+    one = threshold_step(start, share_above(sims[:1], start, valid[:1]), quantile=0.1, lr=0.5)
     assert one.item() == pytest.approx(0.005 + 0.5 * (100 / 201 - 0.1))  # by hand: 100 of 201 above 0.005
 
 
@@ -176,13 +177,16 @@ def test_threshold_detector_learns_from_the_first_step_and_detects_after_warm_up
     sims = torch.tensor([[1.0, 0.9, 0.2, 0.1, 0.95], [0.9, 1.0, 0.8, 0.0, 0.99]])
     det.start_epoch(0)
     assert det.masks(ids, candidates, sims) is None  # warm-up: learning only
-    # valid candidates exclude the anchor itself and the empty slot: 3 each; the warm start is the largest
-    # (floor(0.25 * 3) = 0-th) of them, 0.9, with none above: one step down by 0.5 * 0.25
+    # valid candidates exclude the anchor itself and the empty slot: 3 each; the first time, a threshold
+    # starts at their 0.75 quantile (torch.quantile's interpolation), with no step, as GloFND's init_quantile:
+    # [0.1, 0.2, 0.9] -> 0.2 + 0.5 * 0.7 = 0.55; [0.0, 0.8, 0.9] -> 0.85
     values = det.thresholds.values
-    assert values[:2].tolist() == pytest.approx([0.775, 0.775]) and values[2:].isnan().all()  # unseen: unset
+    assert values[:2].tolist() == pytest.approx([0.55, 0.85]) and values[2:].isnan().all()  # unseen: unset
     det.start_epoch(1)
     mask = det.masks(ids, candidates, sims)[0]
-    assert mask.tolist() == [[False, True, False, False, False], [True, False, True, False, False]]  # > 0.775
+    # first a step (1 of 3 above each: + 0.5 * (1/3 - 0.25)), then the mask with the new thresholds, as GloFND
+    assert values[:2].tolist() == pytest.approx([0.55 + 0.5 / 12, 0.85 + 0.5 / 12])
+    assert mask.tolist() == [[False, True, False, False, False], [True, False, False, False, False]]
     state = det.state_dict()
     fresh = FalseNegativeDetector.from_config(_cfg(mode="threshold", threshold_quantile=0.25, threshold_lr=0.5), 4, 8, None)
     fresh.load_state_dict(state)
@@ -194,4 +198,7 @@ def test_row_quantile_by_hand():
 
     sims = torch.tensor([[0.1, 0.9, 0.5, 0.7, 0.3], [0.4, 0.2, 0.0, 0.0, 0.0]])
     valid = torch.tensor([[True] * 5, [True, True, False, False, False]])
-    assert row_quantile(sims, valid, 0.4).tolist() == pytest.approx([0.5, 0.4])  # 2 of 5 above 0.5; 0 of 2 above 0.4
+    # the 0.6 quantile of the valid entries, interpolated as torch.quantile (GloFND's init_quantile)
+    assert row_quantile(sims, valid, 0.4).tolist() == pytest.approx([0.5 + 0.4 * 0.2, 0.2 + 0.6 * 0.2])
+    assert row_quantile(sims, valid, 0.4)[0] == pytest.approx(torch.quantile(sims[0], 0.6).item())
+    assert row_quantile(sims, torch.zeros_like(valid), 0.4).isnan().all()  # no valid entry: unset
