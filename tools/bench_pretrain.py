@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ifnd.config import add_config_args, format_override, load_experiment
-from ifnd.falseneg.detector import DetectionSettings, FalseNegativeDetector
+from ifnd.falseneg.detectors import build_detector
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.pretrain.optim import build_optimizer
@@ -59,10 +59,11 @@ def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Call
     model = build_model(cfg).to(device, memory_format=memory_format)
     queue = IdRingBuffer.from_config(cfg).to(device) if cfg.method == "moco" else None
     optimizer = build_optimizer(model.parameters(), cfg, lr=args.lr)
-    detector = FalseNegativeDetector(DetectionSettings.from_config(cfg), num_samples, cfg.model.proj_dim, None)
-    if cfg.detection.mode == "ifnd":  # a filled table, as after a round
-        detector.labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
-        detector.last_round = 0
+    detector = build_detector(cfg, num_samples, cfg.model.proj_dim, None)
+    table = detector.table_state()
+    if "labels" in table:  # a detector with a table gets a random full one, as after a round
+        labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
+        detector.load_table({**table, "labels": labels, "last_round": 0})
     if queue is not None:
         queue.enqueue(torch.nn.functional.normalize(torch.randn(cfg.moco.queue_size, cfg.model.proj_dim)).to(device),
                       torch.randint(0, num_samples, (cfg.moco.queue_size,)))

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ifnd.falseneg.bayes import FNESampler
-from ifnd.falseneg.detector import FalseNegativeDetector
-from ifnd.falseneg.masks import any_level
-from ifnd.losses import LossMasks, info_nce, loss_masks, moco_layout, simclr_layout
+from ifnd.falseneg.detectors import Detector
+from ifnd.losses import info_nce, moco_layout, simclr_layout
 from ifnd.models.contrastive import MoCoModel
 from ifnd.models.ring_buffer import IdRingBuffer
 from ifnd.runtime import distributed as dist
@@ -31,18 +30,7 @@ class StepOutput:
     fn_masks: torch.Tensor | None  # [L, A, M] bool, detected per level (None: no detection yet)
 
 
-def level_masks(positive, masks: torch.Tensor | None, exclude, mode: str, combine: str = "average") -> LossMasks:
-    """The :class:`LossMasks` of the granularity levels of ``masks [L, B, M]``.
-
-    ``combine="average"``: the mean of the per-level losses, in one batched pass;
-    ``"union"``: one loss whose false negatives are the pairs of any level.
-    """
-    if masks is not None and combine == "union":
-        masks = any_level(masks)
-    return loss_masks(positive, masks, exclude, mode)
-
-
-def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
+def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any) -> StepOutput:
     """NT-Xent over the 2N (x world size) views; false negatives masked per level.
 
     ``forward`` is the model (or its DDP wrapper); both views go through it as one
@@ -55,12 +43,12 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
     sims = logits.detach() * cfg.simclr.temperature if detector.needs_similarities else None
     masks = detector.masks(anchor_ids, ids2, sims)
-    loss = info_nce(logits, level_masks(positive, masks, exclude, cfg.detection.loss, cfg.detection.combine))
+    loss = info_nce(logits, detector.loss_masks(positive, masks, exclude))
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
 
 
 def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids,
-              detector: FalseNegativeDetector, cfg: Any, sampler: FNESampler | None = None,
+              detector: Detector, cfg: Any, sampler: FNESampler | None = None,
               generator: torch.Generator | None = None) -> StepOutput:
     """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
 
@@ -83,7 +71,7 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
     pairs = ((q1, k2), (q2, k1))
     layouts = [moco_layout(q, k, queue_keys, cfg.moco.temperature) for q, k in pairs]
     # both directions have the same anchors and candidates: one set of loss masks
-    shared = level_masks(layouts[0][1], masks, None, cfg.detection.loss, cfg.detection.combine)
+    shared = detector.loss_masks(layouts[0][1], masks, None)
     losses = []
     for (q, k), (logits, _) in zip(pairs, layouts):
         if use_fne:

@@ -1,8 +1,8 @@
 """Contrastive pretraining (SimCLR / MoCo v2) with false-negative detection, as an engine task.
 
 :class:`PretrainTask` supplies what differs from the other commands: it builds data, model,
-optimizer, queue, detector and FNE sampler; at an epoch's start it runs a clustering round when
-one is due; each step is :func:`~ifnd.pretrain.steps.simclr_step` or
+optimizer, queue, detector and FNE sampler; at an epoch's start it runs a detection round
+(:mod:`ifnd.falseneg.detectors`) when one is due; each step is :func:`~ifnd.pretrain.steps.simclr_step` or
 :func:`~ifnd.pretrain.steps.moco_step`; at an epoch's end it reports detection precision and
 recall and the kNN monitor. The loop, checkpoints, resume and logging are the
 :class:`~ifnd.runtime.loop.Engine`'s.
@@ -21,7 +21,7 @@ from ifnd.config import ConfigError
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.bayes import FNESampler
-from ifnd.falseneg.detector import FalseNegativeDetector
+from ifnd.falseneg.detectors import build_detector
 from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
 from ifnd.metrics.knn import extract_features, knn_accuracy
 from ifnd.models.contrastive import build_model
@@ -66,7 +66,7 @@ class PretrainTask:
         global_batch = cfg.train.batch_size * ctx.world
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
-        self.detector = FalseNegativeDetector.from_config(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
+        self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
         if cfg.negatives.sampler not in ("none", "fne") or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
             raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
                               f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
@@ -115,7 +115,7 @@ class PretrainTask:
 
     def after_step(self) -> None:
         out = self.out
-        if self.detector.needs_bank():
+        if self.detector.needs_bank:
             self.detector.observe(dist.gather(self.ids), dist.gather(out.embeddings))
         if out.fn_masks is not None:  # the levels, then their union (what the loss removes at any level)
             labels = self.device_labels
@@ -138,7 +138,7 @@ class PretrainTask:
         return record
 
     def _empty_tally(self) -> DetectionTally:
-        views = self.detector.labels.shape[0] + 1
+        views = self.detector.levels + 1
         return DetectionTally(torch.zeros(views, self.num_classes, self.num_classes, dtype=torch.long),
                               torch.zeros(self.num_classes, dtype=torch.long))
 
@@ -186,7 +186,7 @@ class PretrainTask:
         """Run the detector's round; every rank ends with the same table (rank 0's)."""
         start = time.perf_counter()
         features = None
-        if self.detector.mode == "ifnd" and self.cfg.detection.features == "pass":
+        if self.detector.needs_pass_features:
             features = self._embed_training_set()
         stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
         if self.ctx.world > 1:  # every rank masks with rank 0's table
@@ -198,7 +198,7 @@ class PretrainTask:
         return {f"round/{k}": v for k, v in stats.items()}
 
     def _embed_training_set(self) -> torch.Tensor:
-        """``pass`` features: target-encoder embeddings (or backbone features, ``detection.embedding=backbone``)
+        """Pass features: target-encoder embeddings (or backbone features, the detector's ``pass_embedding``)
         ``[N, D]`` of centre-cropped training images.
 
         Each rank embeds every world-th sample; the shards are gathered by dataset index.
@@ -206,7 +206,7 @@ class PretrainTask:
         shard = list(range(self.ctx.rank, self.num_samples, self.ctx.world))
         loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
                              self.cfg.train.batch_size, self.cfg.data.num_workers, indices=shard)
-        backbone = self.cfg.detection.embedding == "backbone"
+        backbone = self.detector.pass_embedding == "backbone"
         encoder = self.model.target_backbone if backbone else _TargetEncoder(self.model)
         feats, _ = extract_features(encoder, loader, self.device)
         return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), self.num_samples).cpu()
