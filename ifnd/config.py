@@ -161,6 +161,7 @@ SCHEMA: dict[str, Option] = compose(
         "train.optimizer": Option("sgd", "Optimizer; LARS for large batches.", ("sgd", "lars")),
         "train.momentum": Option(0.9, "SGD / LARS momentum."),
         "train.warmup_epochs": Option(0, "Epochs of linear LR warm-up before the cosine decay."),
+        "objective.name": Option("infonce", "Contrastive objective (a name in ifnd.objectives.OBJECTIVES): infonce: InfoNCE / NT-Xent over the candidates the detector leaves, its positives averaged."),
     },
     TRAIN_KEYS, KNN_KEYS, NEGATIVES_KEYS, DETECTION_KEYS,
 )

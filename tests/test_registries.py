@@ -1,11 +1,13 @@
-"""The detector registry: what each mode needs and keeps, its loss policy, old checkpoints."""
+"""The registries of detectors and objectives: lookup, what each mode needs and keeps, its loss policy, old
+checkpoints."""
 
 import pytest
 import torch
 
 from ifnd.config import ConfigError, resolve
 from ifnd.falseneg.detectors import DETECTORS, build_detector
-from ifnd.losses import loss_masks
+from ifnd.losses import info_nce, loss_masks
+from ifnd.objectives import OBJECTIVES, build_objective
 
 
 def _cfg(**sections):
@@ -64,3 +66,9 @@ def test_a_mode_missing_from_the_registry_is_a_config_error(monkeypatch):
     monkeypatch.delitem(detectors.DETECTORS, "threshold")  # a mode in the config schema without its class
     with pytest.raises(ConfigError, match="detection.mode='threshold' is not a detector"):
         build_detector(_cfg(detection={"mode": "threshold"}), 12, 4, None)
+
+
+def test_objective_registry_builds_infonce_and_rejects_unknown_names():
+    assert build_objective(_cfg()) is info_nce and set(OBJECTIVES) == {"infonce"}
+    with pytest.raises(ConfigError, match="objective.name='nce'"):
+        build_objective(_cfg(objective={"name": "nce"}))

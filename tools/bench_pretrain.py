@@ -35,6 +35,7 @@ from ifnd.config import add_config_args, format_override, load_experiment
 from ifnd.falseneg.detectors import build_detector
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.objectives import build_objective
 from ifnd.pretrain.optim import build_optimizer
 from ifnd.pretrain.steps import moco_step, simclr_step
 from ifnd.runtime.distributed import pick_device
@@ -59,6 +60,7 @@ def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Call
     model = build_model(cfg).to(device, memory_format=memory_format)
     queue = IdRingBuffer.from_config(cfg).to(device) if cfg.method == "moco" else None
     optimizer = build_optimizer(model.parameters(), cfg, lr=args.lr)
+    objective = build_objective(cfg)
     detector = build_detector(cfg, num_samples, cfg.model.proj_dim, None)
     table = detector.table_state()
     if "labels" in table:  # a detector with a table gets a random full one, as after a round
@@ -73,8 +75,8 @@ def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Call
     def step() -> None:
         ids = torch.randint(0, num_samples, (batch,), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = moco_step(model, model, queue, x1, x2, ids, detector, cfg) if queue is not None else \
-                simclr_step(model, x1, x2, ids, detector, cfg)
+            out = moco_step(model, model, queue, x1, x2, ids, detector, cfg, objective) if queue is not None else \
+                simclr_step(model, x1, x2, ids, detector, cfg, objective)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

@@ -26,6 +26,7 @@ from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
 from ifnd.metrics.knn import extract_features, knn_accuracy
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.objectives import build_objective
 from ifnd.pretrain.optim import build_optimizer
 from ifnd.pretrain.steps import StepOutput, moco_step, simclr_step
 from ifnd.runtime import distributed as dist
@@ -67,6 +68,7 @@ class PretrainTask:
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
+        self.objective = build_objective(cfg)
         if cfg.negatives.sampler not in ("none", "fne") or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
             raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
                               f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
@@ -105,12 +107,12 @@ class PretrainTask:
         amp = self.cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             if self.queue is None:
-                self.out = simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg)
+                self.out = simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg, self.objective)
             else:
                 # FNE draws of this step and rank: reproducible on resume, different on each rank
                 draws = generator(self.cfg.seed, "draws", epoch, step, self.ctx.rank, device=self.device)
                 self.out = moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg,
-                                     self.fne, draws)
+                                     self.objective, self.fne, draws)
         return self.out.loss
 
     def after_step(self) -> None:
