@@ -1,5 +1,5 @@
-"""The registries of detectors and objectives: lookup, what each mode needs and keeps, its loss policy, old
-checkpoints."""
+"""The registries of detectors, objectives and methods: lookup, what each mode needs and keeps, its loss policy,
+old checkpoints, each method's extra state."""
 
 import pytest
 import torch
@@ -8,6 +8,7 @@ from ifnd.config import ConfigError, resolve
 from ifnd.falseneg.detectors import DETECTORS, build_detector
 from ifnd.losses import info_nce, loss_masks
 from ifnd.objectives import OBJECTIVES, build_objective
+from ifnd.pretrain.methods import METHODS, build_method, build_model
 
 
 def _cfg(**sections):
@@ -72,3 +73,14 @@ def test_objective_registry_builds_infonce_and_rejects_unknown_names():
     assert build_objective(_cfg()) is info_nce and set(OBJECTIVES) == {"infonce"}
     with pytest.raises(ConfigError, match="objective.name='nce'"):
         build_objective(_cfg(objective={"name": "nce"}))
+
+
+def test_each_method_builds_its_model_and_keeps_its_own_state():
+    assert set(METHODS) == {"simclr", "moco"}
+    moco = build_method(_cfg(method="moco"), torch.device("cpu"))
+    assert moco.queue.contents()[0].shape == (8, 4) and set(moco.state_dict()) == {"queue", "fne"}
+    assert build_method(_cfg(), torch.device("cpu")).state_dict() == {}
+    assert hasattr(build_model(_cfg(method="moco")), "backbone_momentum")
+    assert not hasattr(build_model(_cfg()), "backbone_momentum")
+    with pytest.raises(ConfigError, match="fne with method=moco"):
+        build_method(_cfg(negatives={"sampler": "fne"}), torch.device("cpu"))

@@ -1,9 +1,9 @@
 """Contrastive pretraining (SimCLR / MoCo v2) with false-negative detection, as an engine task.
 
 :class:`PretrainTask` supplies what differs from the other commands: it builds data, model,
-optimizer, queue, detector and FNE sampler; at an epoch's start it runs a detection round
-(:mod:`ifnd.falseneg.detectors`) when one is due; each step is :func:`~ifnd.pretrain.steps.simclr_step` or
-:func:`~ifnd.pretrain.steps.moco_step`; at an epoch's end it reports detection precision and
+optimizer, method (:mod:`ifnd.pretrain.methods`: its model, views, step and extra state such as
+MoCo's queue) and detector (:mod:`ifnd.falseneg.detectors`); at an epoch's start it runs a detection
+round when one is due; each step is the method's; at an epoch's end it reports detection precision and
 recall and the kNN monitor. The loop, checkpoints, resume and logging are the
 :class:`~ifnd.runtime.loop.Engine`'s.
 """
@@ -17,23 +17,18 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
-from ifnd.config import ConfigError
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.views import IndexedViews, build_view_transform
-from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detectors import build_detector
 from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
 from ifnd.metrics.knn import extract_features, knn_accuracy
-from ifnd.models.contrastive import build_model
-from ifnd.models.ring_buffer import IdRingBuffer
-from ifnd.objectives import build_objective
+from ifnd.pretrain.methods import build_method
 from ifnd.pretrain.optim import build_optimizer
-from ifnd.pretrain.steps import StepOutput, moco_step, simclr_step
+from ifnd.pretrain.steps import StepOutput
 from ifnd.runtime import distributed as dist
 from ifnd.runtime.loop import Context, Engine, LoopSettings
 from ifnd.runtime.sampler import ResumableSampler
 from ifnd.runtime.schedules import scaled_lr, warmup_cosine
-from ifnd.runtime.seeding import generator
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +49,17 @@ class PretrainTask:
         self.num_samples = len(self.train_src)
         self.true_labels = source_labels(self.train_src)
         self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
-        self.views = IndexedViews(self.train_src, build_view_transform(cfg), seed=cfg.seed)
+        self.method = build_method(cfg, self.device, ctx.rank)
+        self.views = IndexedViews(self.train_src, build_view_transform(cfg, self.method.transform), seed=cfg.seed)
 
         cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
-        self.model = build_model(cfg).to(self.device, memory_format=self.memory_format)
+        self.model = self.method.build_model(cfg).to(self.device, memory_format=self.memory_format)
         self.ddp = dist.wrap_ddp(self.model, self.device, cfg.model.sync_bn)
-        self.queue = IdRingBuffer.from_config(cfg) if cfg.method == "moco" else None
-        if self.queue is not None:  # random unit keys, so that the first steps have negatives
-            self.queue.fill_random(generator(cfg.seed, "queue"))
-            self.queue.to(self.device)
         global_batch = cfg.train.batch_size * ctx.world
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
-        self.objective = build_objective(cfg)
-        if cfg.negatives.sampler not in ("none", "fne") or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
-            raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
-                              f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
-        self.fne = FNESampler.from_config(cfg)
-        if self.fne is not None:
-            self.fne.to(self.device)
         self.num_classes = int(self.true_labels.max()) + 1
         self.tally = self._empty_tally()  # this epoch's detected pairs by class, per level and for their union
         self.last_tally: DetectionTally | None = None  # the last epoch that detected
@@ -95,8 +80,8 @@ class PretrainTask:
         self.detector.start_epoch(epoch)
         if step == 0 and self.detector.wants_round(epoch):
             record.update(self.clustering_round(epoch))
-        if self.fne is not None and step == 0:
-            self.fne.start_epoch(epoch)
+        if step == 0:
+            self.method.start_epoch(epoch)
         self.tally = self._empty_tally()
         return record
 
@@ -106,13 +91,7 @@ class PretrainTask:
         ids = self.ids = ids.to(self.device, non_blocking=True)
         amp = self.cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            if self.queue is None:
-                self.out = simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg, self.objective)
-            else:
-                # FNE draws of this step and rank: reproducible on resume, different on each rank
-                draws = generator(self.cfg.seed, "draws", epoch, step, self.ctx.rank, device=self.device)
-                self.out = moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg,
-                                     self.objective, self.fne, draws)
+            self.out = self.method.step(self.model, self.ddp, x1, x2, ids, self.detector, epoch, step)
         return self.out.loss
 
     def after_step(self) -> None:
@@ -147,18 +126,14 @@ class PretrainTask:
     def state_dict(self) -> dict[str, Any]:
         last = self.last_tally
         return {
-            "queue": self.queue.state_dict() if self.queue is not None else None,
+            **self.method.state_dict(),
             "detector": self.detector.state_dict(),
-            "fne": self.fne.state_dict() if self.fne is not None else None,
             "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.queue is not None:
-            self.queue.load_state_dict(state["queue"])
+        self.method.load_state_dict(state)
         self.detector.load_state_dict(state["detector"])
-        if self.fne is not None:
-            self.fne.load_state_dict(state["fne"])
         if state.get("detection_tally") is not None:
             self.last_tally = DetectionTally(**state["detection_tally"])
 
