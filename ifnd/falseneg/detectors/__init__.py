@@ -1,7 +1,7 @@
 """False-negative detectors, one class per ``detection.mode``, built by :func:`build_detector`.
 
-Adding a mode: one file with a :class:`~ifnd.falseneg.detectors.base.Detector` subclass that has a
-``from_config(cfg, num_samples, embed_dim, true_labels)`` classmethod, one line in :data:`DETECTORS`,
+Adding a mode: one file with a :class:`~ifnd.falseneg.detectors.base.Detector` subclass (its
+``from_config(cfg, num_samples, embed_dim, true_labels)`` reads its own keys), one line in :data:`DETECTORS`,
 and its ``detection.*`` keys (and the mode's name) documented in :mod:`ifnd.config`.
 """
 

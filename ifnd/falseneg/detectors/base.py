@@ -70,6 +70,17 @@ class Detector:
         self.epoch = 0
         self.share = 0.0  # the accepted share of the last round
 
+    @classmethod
+    def from_config(cls, cfg: Any, num_samples: int, embed_dim: int, true_labels: torch.Tensor | None) -> "Detector":
+        """The detector of ``cfg``'s ``detection.*`` keys for a training set of ``num_samples`` (what
+        :func:`~ifnd.falseneg.detectors.build_detector` calls; a mode with settings of its own overrides it).
+
+        Args:
+            embed_dim: D, width of the embeddings a bank would hold.
+            true_labels: ``[N]`` long, for the oracles and the diagnostics; may be None.
+        """
+        return cls(LossPolicy.from_config(cfg))
+
     @property
     def levels(self) -> int:
         """L, the granularity levels of :meth:`masks`."""
