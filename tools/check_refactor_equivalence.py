@@ -2,12 +2,12 @@
 
 Trains one tiny run per (detection case, method) and compares each run's final model
 weights with a reference saved earlier: ``torch.equal`` on every tensor of the state dict.
-Record the reference at the code before the change, then check the changed code:
+Record the reference at the code before the change, then check the changed code; ``PYTHONPATH``
+names the checkout whose ``ifnd`` runs (the first line printed says which one did):
 
-    git stash / git checkout main
-    python tools/check_refactor_equivalence.py record runs/equivalence
-    git checkout my-branch
-    python tools/check_refactor_equivalence.py check runs/equivalence     # exit 1 on any difference
+    git archive main | tar -x -C /tmp/base
+    PYTHONPATH=/tmp/base python tools/check_refactor_equivalence.py record runs/equivalence
+    PYTHONPATH=. python tools/check_refactor_equivalence.py check runs/equivalence   # exit 1 on any difference
 
 The runs are digits at 16 px, 128 samples, batch 32, 3 epochs, no loader workers, a warm-up
 of one epoch (so that rounds happen before epochs 1 and 2); each case sets a few
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
+import ifnd
 from ifnd.config import resolve
 from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.checkpoint import load_checkpoint
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.directory.mkdir(parents=True, exist_ok=True)
+    print(f"code: {Path(ifnd.__file__).parent}", flush=True)
     failed = 0
     for case, method in selected_runs(args.only):
         path = args.directory / f"{case}-{method}.pt"
