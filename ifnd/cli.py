@@ -50,7 +50,7 @@ def knn_baseline_rows(task: Any) -> list[tuple[str, float]]:
 
     from ifnd.data.build import eval_loader
     from ifnd.metrics.knn import Flatten, extract_features, knn_accuracy
-    from ifnd.models.contrastive import build_model
+    from ifnd.pretrain.methods import build_model
 
     cfg = task.cfg
     args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)

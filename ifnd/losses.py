@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-MODES = ("elimination", "attraction")
+from ifnd.falseneg.masks import any_level
 
 
 @dataclass
@@ -31,6 +31,34 @@ class LossMasks:
     positives: torch.Tensor
 
 
+def eliminate(positive: torch.Tensor, detected: torch.Tensor,
+              kept: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Elimination: detected false negatives leave the denominator (IFND's loss).
+
+    Args:
+        positive: ``[B, M]`` bool, the rows' true positives.
+        detected: ``[(L,) B, M]`` bool, detected false negatives that are not true positives.
+        kept: ``[B, M]`` bool, the candidates of the denominator, or None for all of them.
+
+    Returns:
+        ``(kept, positives)``, bool, ``[(L,) B, M]`` (kept may stay None).
+    """
+    return (~detected if kept is None else kept & ~detected), positive
+
+
+def attract(positive: torch.Tensor, detected: torch.Tensor,
+            kept: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Attraction: detected false negatives count as further positives (SupCon's L_out); arguments and
+    result as :func:`eliminate`."""
+    positives = positive | detected
+    return kept, (positives if kept is None else positives & kept)
+
+
+# detection.loss -> how a row's denominator and positives take its detected false negatives
+MASK_POLICIES = {"elimination": eliminate, "attraction": attract}
+MODES = tuple(MASK_POLICIES)
+
+
 def loss_masks(
     positive_mask: torch.Tensor,
     false_negative_mask: torch.Tensor | None = None,
@@ -44,23 +72,29 @@ def loss_masks(
         false_negative_mask: ``[B, M]`` (or ``[L, B, M]``) bool, detected false negatives, or None.
         exclude_mask: ``[B, M]`` bool, candidates that are never part of the loss
             (the anchor itself in SimCLR's 2N x 2N layout), or None.
-        mode: ``elimination`` drops false negatives from the denominator (IFND eq.);
-            ``attraction`` counts them as further positives and averages the
+        mode: a policy of :data:`MASK_POLICIES`: ``elimination`` drops false negatives from the
+            denominator (IFND eq.); ``attraction`` counts them as further positives and averages the
             log-likelihood over all positives of a row (SupCon's L_out).
     """
-    if mode not in MODES:
+    if mode not in MASK_POLICIES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kept = None if exclude_mask is None else ~exclude_mask  # None: every column
     positives = positive_mask
     if false_negative_mask is not None:
-        detected = false_negative_mask & ~positive_mask
-        if mode == "elimination":
-            kept = ~detected if kept is None else kept & ~detected
-        else:
-            positives = positive_mask | detected
-            if kept is not None:
-                positives = positives & kept
+        kept, positives = MASK_POLICIES[mode](positive_mask, false_negative_mask & ~positive_mask, kept)
     return LossMasks(None if kept is None else kept.float(), positives.float())
+
+
+def level_masks(positive: torch.Tensor, masks: torch.Tensor | None, exclude: torch.Tensor | None, mode: str,
+                combine: str = "average") -> LossMasks:
+    """The :class:`LossMasks` of the granularity levels of ``masks [L, B, M]``.
+
+    ``combine="average"``: the mean of the per-level losses, in one batched pass;
+    ``"union"``: one loss whose false negatives are the pairs of any level.
+    """
+    if masks is not None and combine == "union":
+        masks = any_level(masks)
+    return loss_masks(positive, masks, exclude, mode)
 
 
 def info_nce(logits: torch.Tensor, masks: LossMasks) -> torch.Tensor:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from lightly.transforms import SimCLRTransform
 
 from ifnd.config import resolve
 from ifnd.data.build import build_sources, train_loader
@@ -105,7 +106,7 @@ def _batches(dataset, sampler, workers):
 def test_views_are_reproducible_across_workers_and_resume(tiny_cfg):
     cfg = tiny_cfg()
     train, _ = build_sources(cfg)
-    views = IndexedViews(train, build_view_transform(cfg), seed=0)
+    views = IndexedViews(train, build_view_transform(cfg, SimCLRTransform), seed=0)
     views.set_epoch(1)
     v1, label, index = views[5]
     assert index == 5 and len(v1) == 2 and v1[0].shape == (3, 16, 16)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ifnd.config import ConfigError, resolve
-from ifnd.falseneg.detector import FalseNegativeDetector
+from ifnd.falseneg.detectors import build_detector
 
 
 def _cfg(seed=0, **detection):
@@ -23,17 +23,17 @@ def _blobs(n_per=20, classes=3, dim=8, seed=0):
 
 
 def test_round_schedule():
-    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, None)
+    det = build_detector(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, None)
     assert [e for e in range(10) if det.wants_round(e)] == [2, 4, 6, 8]
     det.last_round = 4
     assert not det.wants_round(4) and det.wants_round(6)
-    assert not FalseNegativeDetector.from_config(_cfg(mode="none"), 60, 8, None).wants_round(2)
+    assert not build_detector(_cfg(mode="none"), 60, 8, None).wants_round(2)
 
 
 def test_ifnd_round_recovers_clusters_and_accepts_a_growing_share():
     feats, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3, 6], accept_start=0.5, accept_end=1.0,
-                                                                accept_schedule="linear"), 60, 8, labels)
+    det = build_detector(_cfg(mode="ifnd", num_clusters=[3, 6], accept_start=0.5, accept_end=1.0,
+                              accept_schedule="linear"), 60, 8, labels)
     assert det.masks(torch.arange(4), torch.arange(60)) is None  # no round yet
     stats = det.run_round(2, feats)
     assert stats["accepted_share"] == pytest.approx(0.5)
@@ -51,7 +51,7 @@ def test_ifnd_round_recovers_clusters_and_accepts_a_growing_share():
 
 def test_bank_round_labels_only_samples_that_were_embedded():
     feats, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3], accept_start=1.0), 60, 8, labels)
+    det = build_detector(_cfg(mode="ifnd", features="bank", num_clusters=[3], accept_start=1.0), 60, 8, labels)
     with pytest.raises(RuntimeError, match="bank is empty"):
         det.run_round(2)
     seen = torch.arange(0, 60, 2)
@@ -63,48 +63,49 @@ def test_bank_round_labels_only_samples_that_were_embedded():
 
 def test_oracle_uses_true_labels_under_the_same_schedule():
     _, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25, accept_schedule="constant"),
-                                60, 8, labels)
+    det = build_detector(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25, accept_schedule="constant"),
+                         60, 8, labels)
     stats = det.run_round(2)
     accepted = det.labels[0] >= 0
     assert accepted.sum() == 15 and torch.equal(det.labels[0][accepted], labels[accepted])
     assert stats["level0/pair_precision"] == pytest.approx(1.0)
     assert accepted[45:].any()  # a seeded random subset, not the first 15 indices
-    again = FalseNegativeDetector.from_config(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25,
-                                                   accept_schedule="constant"), 60, 8, labels)
+    again = build_detector(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25,
+                                accept_schedule="constant"), 60, 8, labels)
     again.run_round(2)
     assert torch.equal(again.labels[0] >= 0, accepted)  # same seed, same subset
-    other = FalseNegativeDetector.from_config(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25,
-                                                   accept_schedule="constant", seed=1), 60, 8, labels)
+    other = build_detector(_cfg(mode="oracle", accept_start=0.25, accept_end=0.25,
+                                accept_schedule="constant", seed=1), 60, 8, labels)
     other.run_round(2)
     assert not torch.equal(other.labels[0] >= 0, accepted)
     with pytest.raises(ConfigError, match="true labels"):
-        FalseNegativeDetector.from_config(_cfg(mode="oracle"), 60, 8, None)
+        build_detector(_cfg(mode="oracle"), 60, 8, None)
 
 
 def test_state_round_trip_and_mismatch():
     feats, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, labels)
+    det = build_detector(_cfg(mode="ifnd", features="bank", num_clusters=[3]), 60, 8, labels)
     det.observe(torch.arange(60), feats)
     det.run_round(4)
-    fresh = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3]), 60, 8, labels)
+    fresh = build_detector(_cfg(mode="ifnd", features="bank", num_clusters=[3]), 60, 8, labels)
     fresh.load_state_dict(det.state_dict())
     assert torch.equal(fresh.labels, det.labels) and fresh.last_round == 4 and fresh.share == det.share
+    assert torch.equal(fresh.bank, det.bank) and torch.equal(fresh.bank_filled, det.bank_filled)
     assert not fresh.wants_round(5) and fresh.wants_round(6)
-    other = FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[3, 4]), 60, 8, labels)
+    other = build_detector(_cfg(mode="ifnd", features="bank", num_clusters=[3, 4]), 60, 8, labels)
     with pytest.raises(ValueError, match="num_clusters changed"):
         other.load_state_dict(det.state_dict())
 
 
 def test_too_many_clusters_is_a_config_error():
     with pytest.raises(ConfigError, match="exceed"):
-        FalseNegativeDetector.from_config(_cfg(mode="ifnd", num_clusters=[100]), 60, 8, None)
+        build_detector(_cfg(mode="ifnd", num_clusters=[100]), 60, 8, None)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_masks_follow_each_new_table():
     feats, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="oracle"), 60, 8, labels)
+    det = build_detector(_cfg(mode="oracle"), 60, 8, labels)
     det.run_round(2)
     ids = torch.arange(60, device="cuda")
     first = det.masks(ids, ids)
@@ -116,7 +117,7 @@ def test_cuda_masks_follow_each_new_table():
 
 def test_full_oracle_knows_every_label_from_the_first_step():
     _, labels = _blobs()
-    det = FalseNegativeDetector.from_config(_cfg(mode="oracle", oracle="full"), 60, 8, labels)
+    det = build_detector(_cfg(mode="oracle", oracle="full"), 60, 8, labels)
     assert det.wants_round(0)  # no warm-up
     det.run_round(0)
     assert det.share == 1.0 and torch.equal(det.labels[0], labels)
@@ -128,7 +129,7 @@ def test_noisy_oracle_masks_reach_the_asked_pair_precision_and_recall():
     ids = torch.arange(600)
     same = (labels[:, None] == labels[None, :]) & ~torch.eye(600, dtype=torch.bool)
     for precision, recall in [(0.5, 0.6), (0.8, 0.8), (1.0, 0.4), (0.3, 1.0)]:
-        det = FalseNegativeDetector.from_config(
+        det = build_detector(
             _cfg(mode="noisy_oracle", oracle="full", oracle_precision=precision, oracle_recall=recall), 600, 8, labels)
         det.run_round(0)
         mask = det.masks(ids, ids)[0]
@@ -139,8 +140,7 @@ def test_noisy_oracle_masks_reach_the_asked_pair_precision_and_recall():
         a, b = (mask & ~same).nonzero().T  # false detections fall only on partner (confusable) classes
         assert bool(det.partners[labels[a], labels[b]].all()) and int(det.partners.sum()) < 90
     with pytest.raises(ConfigError, match="unreachable"):
-        FalseNegativeDetector.from_config(_cfg(mode="noisy_oracle", oracle_precision=0.05, oracle_recall=1.0), 600, 8,
-                                          labels)
+        build_detector(_cfg(mode="noisy_oracle", oracle_precision=0.05, oracle_recall=1.0), 600, 8, labels)
 
 
 def test_pair_uniform_is_symmetric_seeded_and_uniform():
@@ -169,9 +169,9 @@ def test_threshold_step_tracks_the_asked_quantile():
 
 
 def test_threshold_detector_learns_from_the_first_step_and_detects_after_warm_up():
-    det = FalseNegativeDetector.from_config(_cfg(mode="threshold", warmup_epochs=1, threshold_quantile=0.25,
-                                                 threshold_lr=0.5), 4, 8, None)
-    assert not det.wants_round(0) and det.needs_similarities and det.labels.shape == (1, 4)
+    det = build_detector(_cfg(mode="threshold", warmup_epochs=1, threshold_quantile=0.25,
+                              threshold_lr=0.5), 4, 8, None)
+    assert not det.wants_round(0) and det.needs_similarities and det.levels == 1
     ids = torch.tensor([0, 1])
     candidates = torch.tensor([0, 1, 2, 3, -1])
     sims = torch.tensor([[1.0, 0.9, 0.2, 0.1, 0.95], [0.9, 1.0, 0.8, 0.0, 0.99]])
@@ -188,7 +188,7 @@ def test_threshold_detector_learns_from_the_first_step_and_detects_after_warm_up
     assert values[:2].tolist() == pytest.approx([0.55 + 0.5 / 12, 0.85 + 0.5 / 12])
     assert mask.tolist() == [[False, True, False, False, False], [True, False, False, False, False]]
     state = det.state_dict()
-    fresh = FalseNegativeDetector.from_config(_cfg(mode="threshold", threshold_quantile=0.25, threshold_lr=0.5), 4, 8, None)
+    fresh = build_detector(_cfg(mode="threshold", threshold_quantile=0.25, threshold_lr=0.5), 4, 8, None)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.thresholds.values[:2], det.thresholds.values[:2])
 

@@ -16,7 +16,7 @@ from ifnd.eval.checkpoints import (
 )
 from ifnd.eval.schema import EVAL_SCHEMA, load_eval_config
 from ifnd.models.backbones import build_backbone
-from ifnd.models.contrastive import build_model
+from ifnd.pretrain.methods import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from lightly.transforms import MoCoV2Transform, SimCLRTransform
 from PIL import Image
 
 from ifnd.config import ConfigError
@@ -19,6 +20,7 @@ from ifnd.data.device_augment import (
 )
 from ifnd.data.fast_views import FastViews, build_train_views, crop_box, decode_rgb, draft_reduction, fast_path
 from ifnd.data.sources import ImageFileDataset
+from ifnd.pretrain.methods import method_class
 from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.checkpoint import load_checkpoint
 from ifnd.runtime.loop import Engine, Interrupted
@@ -103,8 +105,8 @@ def test_draw_params_ranges_and_frequencies():
 
 
 def test_spec_takes_lightly_ranges_for_the_method(tiny_cfg):
-    moco = ViewSpec.from_config(tiny_cfg(method="moco", augment={"cj_strength": 1.0}))
-    simclr = ViewSpec.from_config(tiny_cfg(method="simclr", augment={"cj_strength": 0.5}))
+    moco = ViewSpec.from_config(tiny_cfg(method="moco", augment={"cj_strength": 1.0}), MoCoV2Transform)
+    simclr = ViewSpec.from_config(tiny_cfg(method="simclr", augment={"cj_strength": 0.5}), SimCLRTransform)
     assert (moco.brightness, moco.hue, moco.sigmas) == (0.4, 0.1, (0.1, 2))
     assert (simclr.brightness, simclr.saturation, simclr.hue) == (0.4, 0.4, 0.1)
 
@@ -154,8 +156,9 @@ def test_output_statistics_match_the_cpu_path(tmp_path, tiny_cfg):
     cfg = tiny_cfg(method="moco", data={"name": "imagefolder", "root": str(tmp_path / "train"), "max_train_samples": 0},
                    augment={"cj_strength": 1.0, "blur_prob": 0.5, "device": "cpu"})
     source, _ = build_sources(cfg)
-    cpu = build_train_views(cfg, source, torch.device("cpu"))
-    fast = build_train_views(resolve_with(cfg, "augment.device=cuda"), source, torch.device("cpu"))
+    cpu = build_train_views(cfg, source, torch.device("cpu"), method_class(cfg).transform)
+    fast = build_train_views(resolve_with(cfg, "augment.device=cuda"), source, torch.device("cpu"),
+                             method_class(cfg).transform)
     assert cpu.augment is None and fast.augment is not None
     stats = []
     for views in (cpu, fast):
@@ -182,7 +185,7 @@ def _loader(views, epoch, n, start_step=0, batch=16):
 def test_fast_path_is_seeded_and_resumes_mid_epoch(tmp_path, tiny_cfg):
     cfg = tiny_cfg(augment={"device": "cuda"})
     source, _ = build_sources(cfg)
-    views = build_train_views(cfg, source, torch.device("cpu"))
+    views = build_train_views(cfg, source, torch.device("cpu"), method_class(cfg).transform)
     full = [views.to_device(b, torch.device("cpu")) for b in _loader(views, 1, len(source))]
     resumed = [views.to_device(b, torch.device("cpu")) for b in _loader(views, 1, len(source), start_step=3)]
     assert len(resumed) == len(full) - 3
@@ -210,7 +213,7 @@ def test_augment_device_choice(tiny_cfg):
     assert fast_path("cuda", torch.device("cpu")) and not fast_path("cpu", torch.device("cuda"))
     cfg = tiny_cfg(augment={"device": "cpu", "solarize_prob": 0.2})
     with pytest.raises(ConfigError, match="augment.solarize_prob"):
-        build_train_views(cfg, build_sources(cfg)[0], torch.device("cpu"))
+        build_train_views(cfg, build_sources(cfg)[0], torch.device("cpu"), method_class(cfg).transform)
     assert math.isclose(tiny_cfg().augment.solarize_prob, 0.0)
 
 

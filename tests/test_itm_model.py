@@ -14,7 +14,7 @@ from ifnd.itm.model import (
     read_pretrained_backbone,
 )
 from ifnd.itm.schema import ITM_SCHEMA
-from ifnd.models.contrastive import build_model
+from ifnd.pretrain.methods import build_model
 from ifnd.runtime.checkpoint import CheckpointError, save_checkpoint
 
 SMALL = {"text": {"word_dim": 8, "hidden_dim": 8}, "model": {"embed_dim": 16, "feature_hidden_dim": 12}}

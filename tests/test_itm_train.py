@@ -14,7 +14,7 @@ from ifnd.metrics.retrieval import METRIC_KEYS
 from ifnd.itm.commands import add_subcommands
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.itm.train import ITMTask, itm_train
-from ifnd.models.contrastive import build_model
+from ifnd.pretrain.methods import build_model
 from ifnd.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ifnd.runtime.loop import Engine, Interrupted
 

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from ifnd.losses import info_nce, masked_info_nce, moco_layout, simclr_layout
-from ifnd.pretrain.steps import level_masks
+from ifnd.losses import info_nce, level_masks, masked_info_nce, moco_layout, simclr_layout
 
 
 def test_simclr_layout_without_masks_equals_lightly_ntxent():

@@ -193,3 +193,11 @@ def test_builders_read_their_keys_and_the_method_temperature():
                               (decoupled.build_weighted, "sigma", 0.0)):
         with pytest.raises(ConfigError, match=f"objective.{key}"):
             build(config(**{key: value}))
+
+
+@pytest.mark.parametrize("method, name", [("simclr", "debiased"), ("moco", "hard_negatives"), ("simclr", "decoupled")])
+def test_a_peer_objective_trains_through_the_registry(tiny_cfg, method, name):
+    from ifnd.pretrain.task import pretrain
+
+    metrics = pretrain(tiny_cfg(method=method, objective={"name": name}, train={"epochs": 1}))
+    assert metrics["epochs_done"] == 1 and all(math.isfinite(h["loss"]) for h in metrics["history"])

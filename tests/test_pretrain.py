@@ -109,7 +109,7 @@ def test_cli_reports_config_errors(tmp_path, capsys):
 
 
 def test_moco_first_step_has_negatives(tiny_cfg, monkeypatch):
-    from ifnd.pretrain import task as task_module
+    from ifnd.pretrain.methods import moco as task_module
 
     losses = []
     original = task_module.moco_step

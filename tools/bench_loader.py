@@ -34,6 +34,7 @@ from ifnd.config import load_config  # noqa: E402
 from ifnd.data.build import build_sources, train_loader  # noqa: E402
 from ifnd.data.device_augment import NUM_PARAMS, DeviceAugment, ViewSpec, draw_params  # noqa: E402
 from ifnd.data.fast_views import build_train_views  # noqa: E402
+from ifnd.pretrain.methods import method_class  # noqa: E402
 from ifnd.runtime.sampler import ResumableSampler  # noqa: E402
 
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     fast_cfg = load_config(args.config, [*base, "augment.device=cuda"])
     source, _ = build_sources(cpu_cfg)
     n = min(args.images, len(source))
-    spec = ViewSpec.from_config(fast_cfg)
+    spec = ViewSpec.from_config(fast_cfg, method_class(fast_cfg).transform)
     cpu = torch.device("cpu")
     paths = [Path(source.samples[i][0]) for i in range(n)]
     print(f"{n} images from {root}, {spec.size} px views of {args.config}; one loader worker, torch 1 thread")
@@ -174,9 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|")
     decode = decode_ms(paths)
     print(f"| decode (PIL, full size) | {decode:.2f} | {1000 / decode:.0f} | |")
-    today, today_wall = loader_cpu_ms(build_train_views(cpu_cfg, source, cpu).dataset, n)
+    transform = method_class(cpu_cfg).transform
+    today, today_wall = loader_cpu_ms(build_train_views(cpu_cfg, source, cpu, transform).dataset, n)
     print(f"| two views, CPU path (augment.device=cpu) | {today:.2f} | {1000 / today:.0f} | {today_wall:.0f} |")
-    fast, fast_wall = loader_cpu_ms(build_train_views(fast_cfg, source, cpu).dataset, n)
+    fast, fast_wall = loader_cpu_ms(build_train_views(fast_cfg, source, cpu, transform).dataset, n)
     print(f"| two views, fast path CPU side (augment.device=cuda) | {fast:.2f} | {1000 / fast:.0f} | {fast_wall:.0f} |")
     rate, where = device_side(spec, args.batch, args.repeats)
     print(f"device side (both views, batch {args.batch}, {NUM_PARAMS} parameters per view) on {where}: {rate:.0f} images/s")

@@ -32,11 +32,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ifnd.config import add_config_args, format_override, load_experiment
-from ifnd.falseneg.detector import DetectionSettings, FalseNegativeDetector
-from ifnd.models.contrastive import build_model
-from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.falseneg.detectors import build_detector
+from ifnd.pretrain.methods import build_method
 from ifnd.pretrain.optim import build_optimizer
-from ifnd.pretrain.steps import moco_step, simclr_step
 from ifnd.runtime.distributed import pick_device
 from ifnd.runtime.timing import interleaved_median_times
 
@@ -51,29 +49,27 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
-    """One full optimisation step of ``cfg.method`` with ``cfg.detection.mode`` on fixed random images."""
+    """One full optimisation step of ``cfg.method`` with ``cfg.detection.mode`` on fixed random images (MoCo's
+    queue holds its random starting keys; a detector with a table gets a random full one, as after a round)."""
     num_samples, clusters, batch, size = args.num_samples, cfg.detection.num_clusters, cfg.train.batch_size, cfg.data.image_size
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda else torch.contiguous_format
-    model = build_model(cfg).to(device, memory_format=memory_format)
-    queue = IdRingBuffer.from_config(cfg).to(device) if cfg.method == "moco" else None
+    method = build_method(cfg, device)
+    model = method.build_model(cfg).to(device, memory_format=memory_format)
     optimizer = build_optimizer(model.parameters(), cfg, lr=args.lr)
-    detector = FalseNegativeDetector(DetectionSettings.from_config(cfg), num_samples, cfg.model.proj_dim, None)
-    if cfg.detection.mode == "ifnd":  # a filled table, as after a round
-        detector.labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
-        detector.last_round = 0
-    if queue is not None:
-        queue.enqueue(torch.nn.functional.normalize(torch.randn(cfg.moco.queue_size, cfg.model.proj_dim)).to(device),
-                      torch.randint(0, num_samples, (cfg.moco.queue_size,)))
+    detector = build_detector(cfg, num_samples, cfg.model.proj_dim, None)
+    table = detector.table_state()
+    if "labels" in table:
+        labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
+        detector.load_table({**table, "labels": labels, "last_round": 0})
     shape = (batch, 3, size, size)
     x1, x2 = (torch.randn(shape, device=device).contiguous(memory_format=memory_format) for _ in range(2))
 
     def step() -> None:
         ids = torch.randint(0, num_samples, (batch,), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = moco_step(model, model, queue, x1, x2, ids, detector, cfg) if queue is not None else \
-                simclr_step(model, x1, x2, ids, detector, cfg)
+            out = method.step(model, model, x1, x2, ids, detector, 0, 0)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -87,10 +83,11 @@ def bench_loader(cfg: Any) -> float:
     """Images/s of the two-view lightly transform through the DataLoader (``data.name``, upsampled)."""
     from ifnd.data.build import build_sources, train_loader
     from ifnd.data.views import IndexedViews, build_view_transform
+    from ifnd.pretrain.methods import method_class
     from ifnd.runtime.sampler import ResumableSampler
 
     train, _ = build_sources(cfg)
-    views = IndexedViews(train, build_view_transform(cfg))
+    views = IndexedViews(train, build_view_transform(cfg, method_class(cfg).transform))
     sampler = ResumableSampler(len(train), cfg.train.batch_size)
     start = time.perf_counter()
     n = sum(len(ids) for _, _, ids in train_loader(views, sampler, cfg.data.num_workers, False))

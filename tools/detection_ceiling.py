@@ -33,7 +33,7 @@ from ifnd.data.build import build_sources, eval_loader
 from ifnd.falseneg.clustering import spherical_kmeans
 from ifnd.falseneg.diagnostics import PairCounts, precision_at_recall, similarity_ranking_curve, table_pair_counts
 from ifnd.metrics.knn import extract_features
-from ifnd.models.contrastive import build_model
+from ifnd.pretrain.methods import build_model
 from ifnd.runtime.checkpoint import load_checkpoint
 from ifnd.study.run import finished_rows
 from ifnd.study.spec import StudySpec

@@ -10,7 +10,7 @@ its own, so the views depend only on the run's seed, the epoch and the sample: t
 guarantees of the CPU path (independent of workers, identical after a mid-epoch resume).
 
 The parameter ranges are those of the CPU path (:func:`ifnd.data.views.build_view_transform`):
-:meth:`ViewSpec.from_config` reads lightly's defaults of the configured method's transform.
+:meth:`ViewSpec.from_config` reads the defaults of the method's lightly transform class.
 The operations are kornia's (chosen by measurement: per-sample factors on a batch, where
 torchvision.transforms.v2 takes one factor per call; ``tools/bench_loader.py --compare``).
 """
@@ -27,7 +27,6 @@ import kornia.enhance
 import kornia.filters
 import numpy as np
 import torch
-from lightly.transforms import MoCoV2Transform, SimCLRTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 
 # Columns of a view's parameter vector [P] (draw_params -> DeviceAugment).
@@ -56,10 +55,10 @@ class ViewSpec:
     normalize: bool
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "ViewSpec":
-        """``cfg.augment`` with the jitter and blur defaults of lightly's transform for ``cfg.method``."""
-        lightly_cls = SimCLRTransform if cfg.method == "simclr" else MoCoV2Transform
-        defaults = {name: p.default for name, p in inspect.signature(lightly_cls.__init__).parameters.items()}
+    def from_config(cls, cfg: Any, transform: type) -> "ViewSpec":
+        """``cfg.augment`` with the jitter and blur defaults of the method's lightly ``transform`` class
+        (``SimCLRTransform``, ``MoCoV2Transform``)."""
+        defaults = {name: p.default for name, p in inspect.signature(transform.__init__).parameters.items()}
         aug = cfg.augment
         strength = aug.cj_strength
         return cls(

@@ -141,12 +141,13 @@ def fast_path(augment_device: str, device: torch.device) -> bool:
     return augment_device == "cuda" or (augment_device == "auto" and device.type == "cuda")
 
 
-def build_train_views(cfg: Any, source: Dataset, device: torch.device) -> TrainViews:
-    """The views ``augment.device`` asks for (see the module docstring)."""
+def build_train_views(cfg: Any, source: Dataset, device: torch.device, transform: type) -> TrainViews:
+    """The views ``augment.device`` asks for (see the module docstring), with the strengths of the method's
+    lightly ``transform`` class."""
     if fast_path(cfg.augment.device, device):
-        spec = ViewSpec.from_config(cfg)
+        spec = ViewSpec.from_config(cfg, transform)
         return TrainViews(FastViews(source, spec, cfg.seed), DeviceAugment(spec))
     if cfg.augment.solarize_prob > 0:
         raise ConfigError(f"augment.solarize_prob={cfg.augment.solarize_prob} needs the fast path: "
                           "set augment.device=cuda (or auto on a GPU), or augment.solarize_prob=0")
-    return TrainViews(IndexedViews(source, build_view_transform(cfg), seed=cfg.seed), None)
+    return TrainViews(IndexedViews(source, build_view_transform(cfg, transform), seed=cfg.seed), None)

@@ -18,18 +18,17 @@ from typing import Any, Callable
 
 import torch
 import torchvision.transforms as T
-from lightly.transforms import MoCoV2Transform, SimCLRTransform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch.utils.data import Dataset
 
 from ifnd.runtime.seeding import derive_seed, seeded_call
 
 
-def build_view_transform(cfg: Any) -> Callable:
-    """lightly's two-view transform for ``cfg.method`` with ``cfg.augment`` strengths."""
+def build_view_transform(cfg: Any, transform: type) -> Callable:
+    """lightly's two-view ``transform`` class (a method's: ``SimCLRTransform``, ``MoCoV2Transform``) with
+    ``cfg.augment`` strengths."""
     aug = cfg.augment
-    cls = SimCLRTransform if cfg.method == "simclr" else MoCoV2Transform
-    return cls(
+    return transform(
         input_size=cfg.data.image_size,
         cj_prob=aug.cj_prob,
         cj_strength=aug.cj_strength,

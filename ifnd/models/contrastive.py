@@ -1,21 +1,19 @@
 """SimCLR and MoCo v2 models: a backbone, lightly's projection head, and for MoCo a
 momentum copy of both (updated with lightly's ``update_momentum``).
 
-Both return L2-normalised embeddings ``[B, proj_dim]``.
+Both return L2-normalised embeddings ``[B, proj_dim]``. A method builds its model
+(:func:`ifnd.pretrain.methods.build_model`).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead, SimCLRProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
-
-from ifnd.models.backbones import build_backbone
 
 
 class SimCLRModel(nn.Module):
@@ -72,10 +70,3 @@ class MoCoModel(nn.Module):
         """The momentum backbone, whose features clustering sees with ``detection.embedding=backbone``."""
         return self.backbone_momentum
 
-
-def build_model(cfg: Any) -> nn.Module:
-    """The model named by ``cfg.method`` on the backbone named by ``cfg.model.backbone``."""
-    backbone, feat_dim = build_backbone(cfg.model.backbone, cfg.model.cifar_stem, cfg.model.norm)
-    if cfg.method == "simclr":  # SimCLR's head has BatchNorm unless the model is batch-independent
-        return SimCLRModel(backbone, feat_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.norm == "batch")
-    return MoCoModel(backbone, feat_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim)

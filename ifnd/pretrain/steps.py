@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from ifnd.falseneg.bayes import FNESampler
-from ifnd.falseneg.detector import FalseNegativeDetector
-from ifnd.falseneg.masks import any_level
-from ifnd.losses import LossMasks, info_nce, loss_masks, moco_layout, simclr_layout
+from ifnd.falseneg.detectors import Detector
+from ifnd.losses import moco_layout, simclr_layout
 from ifnd.models.contrastive import MoCoModel
 from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.objectives import Objective
 from ifnd.runtime import distributed as dist
 
 
@@ -31,19 +31,8 @@ class StepOutput:
     fn_masks: torch.Tensor | None  # [L, A, M] bool, detected per level (None: no detection yet)
 
 
-def level_masks(positive, masks: torch.Tensor | None, exclude, mode: str, combine: str = "average") -> LossMasks:
-    """The :class:`LossMasks` of the granularity levels of ``masks [L, B, M]``.
-
-    ``combine="average"``: the mean of the per-level losses, in one batched pass;
-    ``"union"``: one loss whose false negatives are the pairs of any level.
-    """
-    if masks is not None and combine == "union":
-        masks = any_level(masks)
-    return loss_masks(positive, masks, exclude, mode)
-
-
-def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector, cfg: Any) -> StepOutput:
-    """NT-Xent over the 2N (x world size) views; false negatives masked per level.
+def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any, objective: Objective) -> StepOutput:
+    """``objective`` (NT-Xent) over the 2N (x world size) views; false negatives masked per level.
 
     ``forward`` is the model (or its DDP wrapper); both views go through it as one
     batch ``[2B, 3, S, S]`` (one forward per step, as DDP requires).
@@ -55,14 +44,14 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: FalseNegativeDetector,
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
     sims = logits.detach() * cfg.simclr.temperature if detector.needs_similarities else None
     masks = detector.masks(anchor_ids, ids2, sims)
-    loss = info_nce(logits, level_masks(positive, masks, exclude, cfg.detection.loss, cfg.detection.combine))
+    loss = objective(logits, detector.loss_masks(positive, masks, exclude))
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
 
 
-def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids,
-              detector: FalseNegativeDetector, cfg: Any, sampler: FNESampler | None = None,
+def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids, detector: Detector, cfg: Any,
+              objective: Objective, sampler: FNESampler | None = None,
               generator: torch.Generator | None = None) -> StepOutput:
-    """Symmetric MoCo v2 loss against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
+    """Symmetric MoCo v2 ``objective`` against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
 
     ``forward`` is ``model`` or its DDP wrapper (queries of both views in one batch);
     the momentum encoder is used through ``model``. With an FNE ``sampler`` past its
@@ -83,13 +72,13 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
     pairs = ((q1, k2), (q2, k1))
     layouts = [moco_layout(q, k, queue_keys, cfg.moco.temperature) for q, k in pairs]
     # both directions have the same anchors and candidates: one set of loss masks
-    shared = level_masks(layouts[0][1], masks, None, cfg.detection.loss, cfg.detection.combine)
+    shared = detector.loss_masks(layouts[0][1], masks, None)
     losses = []
     for (q, k), (logits, _) in zip(pairs, layouts):
         if use_fne:
             logits = logits + fne_log_weights(sampler, q.detach(), k, queue_keys, queue_ids, ids,
                                               cfg.negatives.num_samples, generator)
-        losses.append(info_nce(logits, shared))
+        losses.append(objective(logits, shared))
     queue.enqueue(dist.gather(k1), dist.gather(ids))
     return StepOutput(torch.stack(losses).mean(), k1, ids, candidate_ids, masks)
 

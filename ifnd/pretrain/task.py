@@ -1,9 +1,9 @@
 """Contrastive pretraining (SimCLR / MoCo v2) with false-negative detection, as an engine task.
 
 :class:`PretrainTask` supplies what differs from the other commands: it builds data, model,
-optimizer, queue, detector and FNE sampler; at an epoch's start it runs a clustering round when
-one is due; each step is :func:`~ifnd.pretrain.steps.simclr_step` or
-:func:`~ifnd.pretrain.steps.moco_step`; at an epoch's end it reports detection precision and
+optimizer, method (:mod:`ifnd.pretrain.methods`: its model, views, step and extra state such as
+MoCo's queue) and detector (:mod:`ifnd.falseneg.detectors`); at an epoch's start it runs a detection
+round when one is due; each step is the method's; at an epoch's end it reports detection precision and
 recall and the kNN monitor. The loop, checkpoints, resume and logging are the
 :class:`~ifnd.runtime.loop.Engine`'s.
 """
@@ -17,22 +17,18 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
-from ifnd.config import ConfigError
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.fast_views import build_train_views
-from ifnd.falseneg.bayes import FNESampler
-from ifnd.falseneg.detector import FalseNegativeDetector
+from ifnd.falseneg.detectors import build_detector
 from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
 from ifnd.metrics.knn import extract_features, knn_accuracy, knn_unscored_reason
-from ifnd.models.contrastive import build_model
-from ifnd.models.ring_buffer import IdRingBuffer
+from ifnd.pretrain.methods import build_method
 from ifnd.pretrain.optim import build_optimizer
-from ifnd.pretrain.steps import StepOutput, moco_step, simclr_step
+from ifnd.pretrain.steps import StepOutput
 from ifnd.runtime import distributed as dist
 from ifnd.runtime.loop import Context, Engine, LoopSettings
 from ifnd.runtime.sampler import ResumableSampler
 from ifnd.runtime.schedules import scaled_lr, warmup_cosine
-from ifnd.runtime.seeding import generator
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +47,21 @@ class PretrainTask:
         self.num_samples = len(self.train_src)
         self.true_labels = source_labels(self.train_src)
         self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
-        self.views = build_train_views(cfg, self.train_src, self.device)  # augment.device: CPU or fast path
+        self.method = build_method(cfg, self.device, ctx.rank)
+        # augment.device: the CPU views or the fast path (crops on the CPU, the rest on the device)
+        self.views = build_train_views(cfg, self.train_src, self.device, self.method.transform)
         self.knn_unscored = knn_unscored_reason(self.true_labels, self.test_src is not None)
         if self.knn_unscored and dist.is_main():
             log.warning("the kNN monitor is not scored: %s", self.knn_unscored)
 
         cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if cfg.train.channels_last and cuda else torch.contiguous_format
-        self.model = build_model(cfg).to(self.device, memory_format=self.memory_format)
+        self.model = self.method.build_model(cfg).to(self.device, memory_format=self.memory_format)
         self.ddp = dist.wrap_ddp(self.model, self.device, cfg.model.sync_bn)
-        self.queue = IdRingBuffer.from_config(cfg) if cfg.method == "moco" else None
-        if self.queue is not None:  # random unit keys, so that the first steps have negatives
-            self.queue.fill_random(generator(cfg.seed, "queue"))
-            self.queue.to(self.device)
         global_batch = cfg.train.batch_size * ctx.world
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
-        self.detector = FalseNegativeDetector.from_config(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
-        if cfg.negatives.sampler not in ("none", "fne") or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
-            raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
-                              f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
-        self.fne = FNESampler.from_config(cfg)
-        if self.fne is not None:
-            self.fne.to(self.device)
+        self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
         self.num_classes = int(self.true_labels.max()) + 1
         self.tally = self._empty_tally()  # this epoch's detected pairs by class, per level and for their union
         self.last_tally: DetectionTally | None = None  # the last epoch that detected
@@ -94,8 +82,8 @@ class PretrainTask:
         self.detector.start_epoch(epoch)
         if step == 0 and self.detector.wants_round(epoch):
             record.update(self.clustering_round(epoch))
-        if self.fne is not None and step == 0:
-            self.fne.start_epoch(epoch)
+        if step == 0:
+            self.method.start_epoch(epoch)
         self.tally = self._empty_tally()
         return record
 
@@ -104,18 +92,12 @@ class PretrainTask:
         ids = self.ids = batch[2].to(self.device, non_blocking=True)
         amp = self.cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            if self.queue is None:
-                self.out = simclr_step(self.ddp, x1, x2, ids, self.detector, self.cfg)
-            else:
-                # FNE draws of this step and rank: reproducible on resume, different on each rank
-                draws = generator(self.cfg.seed, "draws", epoch, step, self.ctx.rank, device=self.device)
-                self.out = moco_step(self.model, self.ddp, self.queue, x1, x2, ids, self.detector, self.cfg,
-                                     self.fne, draws)
+            self.out = self.method.step(self.model, self.ddp, x1, x2, ids, self.detector, epoch, step)
         return self.out.loss
 
     def after_step(self) -> None:
         out = self.out
-        if self.detector.needs_bank():
+        if self.detector.needs_bank:
             self.detector.observe(dist.gather(self.ids), dist.gather(out.embeddings))
         if out.fn_masks is not None:  # the levels, then their union (what the loss removes at any level)
             labels = self.device_labels
@@ -143,26 +125,22 @@ class PretrainTask:
         return {}
 
     def _empty_tally(self) -> DetectionTally:
-        views = self.detector.labels.shape[0] + 1
+        views = self.detector.levels + 1
         return DetectionTally(torch.zeros(views, self.num_classes, self.num_classes, dtype=torch.long),
                               torch.zeros(self.num_classes, dtype=torch.long))
 
     def state_dict(self) -> dict[str, Any]:
         last = self.last_tally
         return {
-            "queue": self.queue.state_dict() if self.queue is not None else None,
+            **self.method.state_dict(),
             "detector": self.detector.state_dict(),
-            "fne": self.fne.state_dict() if self.fne is not None else None,
             "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
             "undecodable": self.train_src.undecodable.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.queue is not None:
-            self.queue.load_state_dict(state["queue"])
+        self.method.load_state_dict(state)
         self.detector.load_state_dict(state["detector"])
-        if self.fne is not None:
-            self.fne.load_state_dict(state["fne"])
         if state.get("detection_tally") is not None:
             self.last_tally = DetectionTally(**state["detection_tally"])
         if state.get("undecodable") is not None:  # in place: the tensor is shared with the loader's workers
@@ -197,7 +175,7 @@ class PretrainTask:
         """Run the detector's round; every rank ends with the same table (rank 0's)."""
         start = time.perf_counter()
         features = None
-        if self.detector.mode == "ifnd" and self.cfg.detection.features == "pass":
+        if self.detector.needs_pass_features:
             features = self._embed_training_set()
         stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
         if self.ctx.world > 1:  # every rank masks with rank 0's table
@@ -209,7 +187,7 @@ class PretrainTask:
         return {f"round/{k}": v for k, v in stats.items()}
 
     def _embed_training_set(self) -> torch.Tensor:
-        """``pass`` features: target-encoder embeddings (or backbone features, ``detection.embedding=backbone``)
+        """Pass features: target-encoder embeddings (or backbone features, the detector's ``pass_embedding``)
         ``[N, D]`` of centre-cropped training images.
 
         Each rank embeds every world-th sample; the shards are gathered by dataset index.
@@ -217,7 +195,7 @@ class PretrainTask:
         shard = list(range(self.ctx.rank, self.num_samples, self.ctx.world))
         loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
                              self.cfg.train.batch_size, self.cfg.data.num_workers, indices=shard)
-        backbone = self.cfg.detection.embedding == "backbone"
+        backbone = self.detector.pass_embedding == "backbone"
         encoder = self.model.target_backbone if backbone else _TargetEncoder(self.model)
         feats, _ = extract_features(encoder, loader, self.device)
         return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), self.num_samples).cpu()
