@@ -39,6 +39,7 @@ from ifnd.falseneg.acceptance import (
 )
 from ifnd.falseneg.clustering import multi_level_kmeans
 from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
+from ifnd.falseneg.guard import GuardSettings, guard_detector_round
 from ifnd.falseneg.threshold import AnchorThresholds
 from ifnd.falseneg.masks import false_negative_mask, noisy_oracle_mask, partner_classes
 
@@ -69,6 +70,11 @@ class DetectionSettings:
     oracle: str
     oracle_precision: float
     oracle_recall: float
+    guard: bool
+    guard_min_precision: float
+    guard_choose_k: bool
+    guard_points_per_cluster: int
+    guard_estimator: str
     total_epochs: int
     seed: int
 
@@ -116,6 +122,7 @@ class FalseNegativeDetector:
         self.epoch = 0
         self.thresholds = AnchorThresholds(num_samples, settings.threshold_quantile, settings.threshold_lr) \
             if self.mode == "threshold" else None
+        self.guard = GuardSettings.from_detection(settings) if self.mode == "ifnd" and settings.guard else None
         self.partners, self.false_rate = torch.zeros(0, 0, dtype=torch.bool), 0.0
         if self.mode == "noisy_oracle":
             try:
@@ -220,12 +227,18 @@ class FalseNegativeDetector:
                 conf[seen] = self._confidence(x[seen], centroids, assign[seen])
                 assignments.append(assign)
                 confidences.append(conf)
+        previous = self.labels.clone() if self.last_round >= 0 else None
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):
             self.labels[level] = accept_most_confident(assign, conf, self.share, self.det.accept_per == "cluster")
             self.confidence[level] = conf
+        report = {}
+        if self.guard is not None:  # ifnd: x holds the clustered features
+            guarded, report = guard_detector_round(self.guard, epoch, x, assignments, self.labels, self.centroids,
+                                                   previous)
+            self.labels.copy_(guarded)
         self.last_round = epoch
         self._device_labels = None
-        return self._round_stats(assignments)
+        return {**self._round_stats(assignments), **report}
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
         if self.det.confidence == "margin":
