@@ -276,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           + " ".join(f"{w:+.3f} * {n}" for n, w in zip(estimator.signals, estimator.weights)) + ")")
     for name in settings:
         print(f"  rank correlation on {name}: {evaluate(estimator, [p for p in points if p['setting'] == name]):+.3f}")
+    for other in (s for s in settings if s != fit_on):  # the other direction(s), for reference
+        reverse = fit_best([p for p in points if p["setting"] == other])[0]
+        print(f"(fitted on {other} instead: {' + '.join(reverse.signals)}; rank correlation on the others: "
+              f"{evaluate(reverse, [p for p in points if p['setting'] != other]):+.3f})")
     if args.save:
         estimator = PrecisionEstimator(estimator.signals, estimator.weights, estimator.intercept, {
             "command": "python tools/calibrate_reliability.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -18,6 +18,7 @@ placeholder until that break-even is measured.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -143,12 +144,14 @@ def guard_detector_round(settings: GuardSettings, epoch: int, features: torch.Te
         previous: ``[L, N]`` the previous round's table, or None at the first round.
 
     Returns:
-        ``([L, N]`` guarded table, report of :func:`guard_round`).
+        ``([L, N]`` guarded table, report of :func:`guard_round` with ``guard_time_s``, its cost).
     """
+    start = time.perf_counter()
     stream = seeded_generator(settings.seed, "guard", epoch)
     levels = [GuardLevel(accepted[i], c, restart_assignments(features, a, len(c), settings.points_per_cluster,
                                                              settings.kmeans_niter, stream, settings.kmeans_nredo))
               for i, (a, c) in enumerate(zip(assignments, centroids))]
     labels, report = guard_round(features, levels, settings.estimator, settings.min_precision, settings.choose_k,
                                  stream, None if previous is None else list(previous))
+    report["guard_time_s"] = time.perf_counter() - start
     return torch.stack(labels), report
