@@ -188,6 +188,11 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.kmeans_niter": Option(20, "k-means iterations."),
     "detection.kmeans_nredo": Option(1, "k-means restarts (the best objective is kept)."),
     "detection.kmeans_init": Option("random", "k-means initialisation (faiss runs k-means++ and afk-mc2 single-threaded: slow at large k; see tools/bench_kmeans.py).", ("random", "kmeans++", "afk-mc2")),
+    "detection.guard": Option(False, "ifnd: keep a level's pseudo-labels only when its label-free estimate of pair precision clears detection.guard_min_precision (docs/ifnd.md, 'Knowing when detection is wrong'). Off by default: its estimator ranks precision at 0.54 out of setting (below the 0.8 it needs), so it is not yet a safety net."),
+    "detection.guard_min_precision": Option(0.4, "ifnd with guard: the estimated pair precision a level must reach (a placeholder until the noise map's break-even precision is measured)."),
+    "detection.guard_choose_k": Option(False, "ifnd with guard: keep only the level (k of detection.num_clusters) that keeps the most pairs among those that clear the threshold."),
+    "detection.guard_points_per_cluster": Option(10, "ifnd with guard: the stability restart clusters a subsample of this many samples per cluster (its cost: that share of the round's k-means)."),
+    "detection.guard_estimator": Option("", "ifnd with guard: YAML file of the precision estimator (empty: configs/reliability/estimator.yaml, fitted by tools/calibrate_reliability.py)."),
 }
 
 

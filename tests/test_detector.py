@@ -9,8 +9,10 @@ from ifnd.falseneg.detectors import build_detector
 
 
 def _cfg(seed=0, **detection):
+    """The unguarded detector unless ``guard=True`` (the guard's own tests: tests/test_guard.py)."""
     return resolve({"seed": seed, "train": {"epochs": 10},
-                    "detection": {"warmup_epochs": 2, "cluster_every": 2, "kmeans_init": "kmeans++", **detection}})
+                    "detection": {"warmup_epochs": 2, "cluster_every": 2, "kmeans_init": "kmeans++", "guard": False,
+                                  **detection}})
 
 
 def _blobs(n_per=20, classes=3, dim=8, seed=0):

@@ -11,7 +11,8 @@ from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.loop import Engine, Interrupted
 
 DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "cluster_every": 1,
-             "accept_start": 0.5, "accept_end": 1.0, "accept_schedule": "linear"}
+             "accept_start": 0.5, "accept_end": 1.0, "accept_schedule": "linear",
+             "guard": False}  # the unguarded detector's mechanics; a guarded run: tests/test_guard.py
 
 
 @pytest.mark.parametrize("method,features,loss,options", [

@@ -203,14 +203,21 @@ class TableDetector(Detector):
         """Recompute the table before epoch ``epoch``; the accepted share, and per level NMI / purity /
         pair precision and recall when true labels exist."""
         self.share = self.round_share(epoch)
+        previous = self.labels.clone() if self.last_round >= 0 else None
         assignments, confidences = self.assign(epoch, features)
         per_cluster = self.schedule.accept_per == "cluster"
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):
             self.labels[level] = accept_most_confident(assign, conf, self.share, per_cluster)
             self.confidence[level] = conf
+        review = self.review(epoch, assignments, previous)
         self.last_round = epoch
         self._device_labels = None
-        return self._round_stats(assignments)
+        return {**self._round_stats(assignments), **review}
+
+    def review(self, epoch: int, assignments: list[torch.Tensor], previous: torch.Tensor | None) -> dict[str, float]:
+        """After a round's acceptance: a subclass may withdraw labels from :attr:`labels` (the guard); returns
+        its statistics. ``assignments``: per level ``[N]``; ``previous``: the last round's table ``[L, N]`` or None."""
+        return {}
 
     def _round_stats(self, assignments: list[torch.Tensor]) -> dict[str, float]:
         stats = {"accepted_share": self.share}

@@ -3,7 +3,9 @@
 Each round clusters the training set's embeddings (an extra centre-crop pass, ``features: pass``,
 or the embeddings stored during training, ``features: bank``), gives every sample a confidence,
 and accepts only the most confident share; the share grows over training (``accept_start`` ->
-``accept_end``). Only ``features: bank`` allocates and checkpoints the ``[N, D]`` bank.
+``accept_end``). Only ``features: bank`` allocates and checkpoints the ``[N, D]`` bank. With
+``detection.guard`` a level keeps its labels only where its label-free precision estimate clears
+``detection.guard_min_precision`` (:mod:`ifnd.falseneg.guard`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ifnd.config import ConfigError
 from ifnd.falseneg.acceptance import centroid_confidence, margin_confidence, softmax_confidence
 from ifnd.falseneg.clustering import multi_level_kmeans
 from ifnd.falseneg.detectors.base import LossPolicy, RoundSchedule, TableDetector, detection_settings
+from ifnd.falseneg.guard import GuardSettings, guard_detector_round
 
 CONFIDENCES = {"margin": margin_confidence, "centroid": centroid_confidence}
 
@@ -50,7 +53,7 @@ class IFNDDetector(TableDetector):
     """
 
     def __init__(self, policy: LossPolicy, schedule: RoundSchedule, settings: KMeansSettings, num_samples: int,
-                 embed_dim: int, true_labels: torch.Tensor | None):
+                 embed_dim: int, true_labels: torch.Tensor | None, guard: GuardSettings | None = None):
         if settings.embedding == "backbone" and settings.features != "pass":
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
         too_big = [k for k in settings.num_clusters if k > num_samples]
@@ -64,12 +67,15 @@ class IFNDDetector(TableDetector):
         self.pass_embedding = settings.embedding
         self.bank = torch.zeros(num_samples, embed_dim) if self.needs_bank else None
         self.bank_filled = torch.zeros(num_samples, dtype=torch.bool) if self.needs_bank else None
+        self.guard = guard
+        self._round_features: torch.Tensor | None = None  # the round's clustered features, for the guard
 
     @classmethod
     def from_config(cls, cfg: Any, num_samples: int, embed_dim: int,
                     true_labels: torch.Tensor | None) -> "IFNDDetector":
         return cls(LossPolicy.from_config(cfg), RoundSchedule.from_config(cfg),
-                   KMeansSettings.from_config(cfg), num_samples, embed_dim, true_labels)
+                   KMeansSettings.from_config(cfg), num_samples, embed_dim, true_labels,
+                   GuardSettings.from_config(cfg) if cfg.detection.guard else None)
 
     @torch.no_grad()
     def observe(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:
@@ -88,6 +94,7 @@ class IFNDDetector(TableDetector):
         if features is None and not self.bank_filled.any():
             raise RuntimeError("the embedding bank is empty: train at least one epoch before the first round")
         x = (features if features is not None else self.bank).float()
+        self._round_features = x
         seen = torch.ones(len(x), dtype=torch.bool) if features is not None else self.bank_filled
         s = self.settings
         results = multi_level_kmeans(x[seen].numpy(), s.num_clusters, hierarchical=s.hierarchical, niter=s.kmeans_niter,
@@ -102,6 +109,16 @@ class IFNDDetector(TableDetector):
             assignments.append(assign)
             confidences.append(conf)
         return assignments, confidences
+
+    def review(self, epoch: int, assignments: list[torch.Tensor], previous: torch.Tensor | None) -> dict[str, float]:
+        """The guard, when on: signals and estimated precision per level; abstaining levels lose their labels."""
+        features, self._round_features = self._round_features, None
+        if self.guard is None:
+            return {}
+        guarded, report = guard_detector_round(self.guard, epoch, features, assignments, self.labels, self.centroids,
+                                               previous)
+        self.labels.copy_(guarded)
+        return report
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
         if self.settings.confidence == "softmax":

@@ -1,0 +1,83 @@
+"""The guard on hand-made embeddings: clusters that follow the classes vs clusters that follow a nuisance factor."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifnd.falseneg.diagnostics import table_pair_counts
+from ifnd.falseneg.guard import GuardLevel, guard_round
+from ifnd.falseneg.precision_estimate import PrecisionEstimator
+from ifnd.falseneg.scenarios import (
+    CLASS_FOLLOWING, CLASSES, NUISANCE_FOLLOWING, classes_by_fonts, cluster_with_restart, scenario_signals)
+from ifnd.pretrain.task import PretrainTask
+from ifnd.runtime.loop import Engine
+
+
+def level(features: torch.Tensor, k: int = CLASSES, seed: int = 0) -> GuardLevel:
+    """Every sample accepted at k-means' cluster, with a restart for the stability signal."""
+    return GuardLevel(*cluster_with_restart(features, k, seed))
+
+
+CLASS_SCENARIO = classes_by_fonts(*CLASS_FOLLOWING)
+NUISANCE_SCENARIO = classes_by_fonts(*NUISANCE_FOLLOWING)
+
+
+def test_the_scenarios_are_what_they_claim():
+    for (x, classes), low, high in ((CLASS_SCENARIO, 0.95, 1.0), (NUISANCE_SCENARIO, 0.0, 0.5)):
+        assert low <= table_pair_counts(level(x).accepted, classes).precision <= high
+
+
+def test_signals_and_the_committed_estimator_rank_class_clusters_above_nuisance_clusters():
+    estimator = PrecisionEstimator.load()
+    for seed in range(3):
+        good, bad = scenario_signals(CLASS_FOLLOWING, seed), scenario_signals(NUISANCE_FOLLOWING, seed)
+        assert good["stability"] > bad["stability"] and good["margin"] > bad["margin"]
+        assert float(estimator.predict(good)) > float(estimator.predict(bad))
+
+
+def test_guard_accepts_class_following_levels_and_abstains_on_nuisance_following_ones():
+    estimator = PrecisionEstimator.load()
+    good, bad = (float(estimator.predict(scenario_signals(scales, 0))) for scales in (CLASS_FOLLOWING, NUISANCE_FOLLOWING))
+    threshold = (good + bad) / 2  # the committed estimator's scale is fitted on real runs, not on these points
+    x = CLASS_SCENARIO[0]
+    labels, report = guard_round(x, [level(x)], estimator, threshold, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(labels[0], level(x).accepted) and report["guard_abstain"] == 0.0
+    assert report["level0/est_precision"] == pytest.approx(good) and "level0/sig_stability" in report
+    x = NUISANCE_SCENARIO[0]
+    labels, report = guard_round(x, [level(x)], estimator, threshold, generator=torch.Generator().manual_seed(0))
+    assert (labels[0] == -1).all() and report["level0/guard_abstain"] == 1.0 and report["guard_abstain"] == 1.0
+
+
+def test_guard_keeps_clearing_levels_drops_the_others_and_chooses_k():
+    x = CLASS_SCENARIO[0]
+    levels = [level(x, k=CLASSES), level(x, k=2 * CLASSES, seed=1)]
+    always = PrecisionEstimator(("stability",), (0.0,), 5.0)  # estimates sigmoid(5) ~ 0.99 for every level
+    labels, report = guard_round(x, levels, always, 0.9, previous=[lv.accepted for lv in levels])
+    assert all(torch.equal(a, lv.accepted) for a, lv in zip(labels, levels))
+    assert {"level0/sig_level_agreement", "level1/sig_round_agreement"} <= set(report)
+    assert report["level1/sig_round_agreement"] == 1.0
+    labels, report = guard_round(x, levels, always, 0.9, choose_k=True)
+    assert report["guard_chosen_level"] == 0.0  # k = 4 keeps more pairs than k = 8
+    assert torch.equal(labels[0], levels[0].accepted) and (labels[1] == -1).all()
+    assert report["level1/guard_abstain"] == 1.0 and report["guard_abstain"] == 0.0
+    labels, report = guard_round(x, levels, always, 1.0)  # nothing reaches 1.0: the round abstains
+    assert report["guard_abstain"] == 1.0 and all((lab == -1).all() for lab in labels)
+    with pytest.raises(ValueError, match="guard_min_precision"):
+        guard_round(x, levels, always, 1.5)
+
+
+def test_a_guarded_run_logs_signals_and_estimates_per_level(tiny_cfg):
+    cfg = tiny_cfg(method="simclr", train={"epochs": 2},
+                   detection={"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "guard": True,
+                             "guard_min_precision": 1.0})
+    metrics = Engine(cfg, PretrainTask).fit()
+    round_ = [h for h in metrics["history"] if "round/accepted_share" in h][0]
+    for lv in (0, 1):
+        assert {f"round/level{lv}/sig_{s}" for s in ("stability", "margin", "size_entropy", "largest_share")} \
+            <= set(round_)
+        assert 0.0 < round_[f"round/level{lv}/est_precision"] < 1.0
+    assert round_["round/guard_abstain"] == 1.0  # nothing clears precision 1.0: no pair is removed
+    assert round_["round/level0/pair_precision"] == 0.0
+    assert json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["fn_recall"] == 0.0
