@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ifnd.config import ConfigError
+from ifnd.runtime import distributed as dist
 from ifnd.runtime.seeding import generator
 from ifnd.falseneg.acceptance import (
     accept_most_confident,
@@ -37,7 +38,7 @@ from ifnd.falseneg.acceptance import (
     margin_confidence,
     softmax_confidence,
 )
-from ifnd.falseneg.clustering import multi_level_kmeans
+from ifnd.falseneg.label_round import cluster_levels, resolve_backend
 from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
 from ifnd.falseneg.threshold import AnchorThresholds
 from ifnd.falseneg.masks import false_negative_mask, noisy_oracle_mask, partner_classes
@@ -62,6 +63,7 @@ class DetectionSettings:
     kmeans_niter: int
     kmeans_nredo: int
     kmeans_init: str
+    kmeans_backend: str
     accept_per: str
     threshold_quantile: float
     threshold_lr: float
@@ -179,13 +181,23 @@ class FalseNegativeDetector:
         self.bank[ids] = embeddings.detach().float().cpu()
         self.bank_filled[ids] = True
 
-    def run_round(self, epoch: int, features: torch.Tensor | None = None) -> dict[str, float]:
+    def kmeans_backend(self, device: torch.device) -> str:
+        """``torch`` or ``faiss``: where k-means runs for features on ``device`` (``detection.kmeans_backend``)."""
+        return resolve_backend(self.det.kmeans_backend, device)
+
+    def run_round(self, epoch: int, features: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+                  device: torch.device | None = None) -> dict[str, float]:
         """Recompute the label table before epoch ``epoch``.
 
+        With the torch backend and several ranks every rank calls this with its own shard and
+        ends with the same table; otherwise one process does, with every row.
+
         Args:
-            features: ``[N, D]`` embeddings of the whole training set (``pass``); None
-                uses the bank, where samples never embedded yet (possible after the
-                first epochs with ``drop_last``) stay unlabelled. Ignored in oracle mode.
+            features: ``[n, D]`` embeddings (``pass``) of dataset ids ``ids [n]`` (None: ``features``
+                is the whole training set in order); None uses the bank, where samples never
+                embedded yet (possible after the first epochs with ``drop_last``) stay
+                unlabelled. Ignored in oracle mode.
+            device: where the bank rows are clustered (default: the CPU).
 
         Returns:
             Round statistics: accepted share, and per level NMI / purity / pair
@@ -204,28 +216,26 @@ class FalseNegativeDetector:
         else:
             if features is None and not self.bank_filled.any():
                 raise RuntimeError("the embedding bank is empty: train at least one epoch before the first round")
-            x = (features if features is not None else self.bank).float()
-            seen = torch.ones(len(x), dtype=torch.bool) if features is not None else self.bank_filled
-            results = multi_level_kmeans(
-                x[seen].numpy(), self.det.num_clusters, hierarchical=self.det.hierarchical,
-                niter=self.det.kmeans_niter, nredo=self.det.kmeans_nredo, seed=self.seed + epoch,
-                init=self.det.kmeans_init,
-            )
-            self.centroids = [torch.from_numpy(r.centroids) for r in results]
-            assignments, confidences = [], []
-            for result, centroids in zip(results, self.centroids):
-                assign = torch.full((len(x),), -1, dtype=torch.long)
-                assign[seen] = torch.from_numpy(result.assignments).long()
-                conf = torch.full((len(x),), -1.0)  # below every real confidence: never accepted first
-                conf[seen] = self._confidence(x[seen], centroids, assign[seen])
-                assignments.append(assign)
-                confidences.append(conf)
+            backend = self.kmeans_backend(features.device if features is not None else device or torch.device("cpu"))
+            sharded = backend == "torch" and dist.world_size() > 1
+            if features is None:
+                ids = self.bank_filled.nonzero().squeeze(1)
+                ids = ids[dist.rank()::dist.world_size()] if sharded else ids
+                features = self.bank[ids].to(device or "cpu")
+            ids = torch.arange(len(features)) if ids is None else ids
+            levels = cluster_levels(features, ids, len(self.bank), self.det.num_clusters, self._confidence,
+                                    backend=backend, hierarchical=self.det.hierarchical, niter=self.det.kmeans_niter,
+                                    nredo=self.det.kmeans_nredo, seed=self.seed + epoch, init=self.det.kmeans_init,
+                                    sharded=sharded)
+            self.centroids = [level.centroids for level in levels]
+            assignments = [level.assignments for level in levels]
+            confidences = [level.confidence for level in levels]
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):
-            self.labels[level] = accept_most_confident(assign, conf, self.share, self.det.accept_per == "cluster")
-            self.confidence[level] = conf
+            self.labels[level] = accept_most_confident(assign, conf, self.share, self.det.accept_per == "cluster").cpu()
+            self.confidence[level] = conf.cpu()
         self.last_round = epoch
         self._device_labels = None
-        return self._round_stats(assignments)
+        return self._round_stats([assign.cpu() for assign in assignments])
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
         if self.det.confidence == "margin":

@@ -183,13 +183,21 @@ class PretrainTask:
 
     # ---------------------------------------------------------------- detection and monitor
     def clustering_round(self, epoch: int) -> dict[str, float]:
-        """Run the detector's round; every rank ends with the same table (rank 0's)."""
+        """Run the detector's round; every rank ends with the same table.
+
+        The torch k-means backend runs on every rank over its own shard (no rank gathers the
+        features); faiss runs on rank 0 over every row, and rank 0's table is broadcast.
+        """
         start = time.perf_counter()
-        features = None
+        features = ids = None
+        every_rank = self.detector.mode == "ifnd" and self.detector.kmeans_backend(self.device) == "torch"
         if self.detector.mode == "ifnd" and self.cfg.detection.features == "pass":
-            features = self._embed_training_set()
-        stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
-        if self.ctx.world > 1:  # every rank masks with rank 0's table
+            features, ids = self._embed_training_set(gather=not every_rank)
+        if every_rank:
+            stats = self.detector.run_round(epoch, features, ids, self.device)
+        else:
+            stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
+        if self.ctx.world > 1 and not every_rank:  # every rank masks with rank 0's table
             self.detector.load_table(dist.broadcast_object(self.detector.table_state() if dist.is_main() else None))
             stats = dist.broadcast_object(stats)
         stats["round_time_s"] = time.perf_counter() - start
@@ -197,11 +205,12 @@ class PretrainTask:
             log.info("clustering round before epoch %d: %s", epoch, {k: round(v, 4) for k, v in stats.items()})
         return {f"round/{k}": v for k, v in stats.items()}
 
-    def _embed_training_set(self) -> torch.Tensor:
+    def _embed_training_set(self, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``pass`` features: target-encoder embeddings (or backbone features, ``detection.embedding=backbone``)
-        ``[N, D]`` of centre-cropped training images.
+        of centre-cropped training images, and their dataset ids.
 
-        Each rank embeds every world-th sample; the shards are gathered by dataset index.
+        Each rank embeds every world-th sample: ``gather`` returns ``[N, D]`` on the CPU in
+        dataset order (ids None); otherwise this rank's ``[n, D]`` on the device and ``[n]`` ids.
         """
         shard = list(range(self.ctx.rank, self.num_samples, self.ctx.world))
         loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
@@ -209,7 +218,10 @@ class PretrainTask:
         backbone = self.cfg.detection.embedding == "backbone"
         encoder = self.model.target_backbone if backbone else _TargetEncoder(self.model)
         feats, _ = extract_features(encoder, loader, self.device)
-        return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), self.num_samples).cpu()
+        ids = torch.tensor(shard, device=self.device)
+        if not gather:
+            return feats.to(self.device), ids
+        return dist.gather_rows(feats.to(self.device), ids, self.num_samples).cpu(), None
 
     def knn_monitor(self) -> dict[str, float]:
         """Weighted kNN top-1/top-5 of the backbone's features, test split against training split (rank 0)."""
