@@ -16,8 +16,8 @@ DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "clust
 
 @pytest.mark.parametrize("method,features,loss,options", [
     ("simclr", "bank", "elimination", {}),
-    ("moco", "pass", "attraction", {"combine": "average"}),
-    ("moco", "bank", "elimination", {}),
+    ("moco", "pass", "attraction", {"combine": "average", "kmeans_backend": "torch"}),
+    ("moco", "bank", "elimination", {"kmeans_backend": "torch", "hierarchical": True}),
     ("simclr", "pass", "elimination", {"embedding": "backbone", "combine": "union", "accept_per": "cluster",
                                        "confidence": "centroid"}),
 ])

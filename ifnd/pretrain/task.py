@@ -22,7 +22,7 @@ from ifnd.data.build import build_sources, eval_loader, source_labels, train_loa
 from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
-from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
+from ifnd.falseneg.diagnostics import DetectionTally, PairTally
 from ifnd.metrics.knn import extract_features, knn_accuracy
 from ifnd.models.contrastive import build_model
 from ifnd.models.ring_buffer import IdRingBuffer
@@ -120,12 +120,12 @@ class PretrainTask:
         if out.fn_masks is not None:  # the levels, then their union (what the loss removes at any level)
             labels = self.device_labels
             views = torch.cat([out.fn_masks, out.fn_masks.any(0, keepdim=True)])
-            self.tally += tally_pairs(views, out.anchor_ids, out.candidate_ids, labels[out.anchor_ids],
-                                      labels[out.candidate_ids.clamp(min=0)], self.num_classes)
+            self.tally.add(views, out.anchor_ids, out.candidate_ids, labels[out.anchor_ids],
+                           labels[out.candidate_ids.clamp(min=0)])
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
-        tally = DetectionTally(dist.sum_tensor(self.tally.detected), dist.sum_tensor(self.tally.actual))
+        tally = self.tally.reduced()
         if self.detector.active and int(tally.actual.sum()):
             record.update(fn_precision=tally.precision(), fn_recall=tally.recall())
             for level in range(len(tally.detected) - 1):
@@ -137,10 +137,9 @@ class PretrainTask:
             record.update(self.knn_monitor())
         return record
 
-    def _empty_tally(self) -> DetectionTally:
-        views = self.detector.labels.shape[0] + 1
-        return DetectionTally(torch.zeros(views, self.num_classes, self.num_classes, dtype=torch.long),
-                              torch.zeros(self.num_classes, dtype=torch.long))
+    def _empty_tally(self) -> PairTally:
+        """This epoch's tally, on the training device (reduced over ranks once, at the epoch's end)."""
+        return PairTally(self.detector.labels.shape[0] + 1, self.num_classes, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         last = self.last_tally
@@ -224,14 +223,27 @@ class PretrainTask:
         return dist.gather_rows(feats.to(self.device), ids, self.num_samples).cpu(), None
 
     def knn_monitor(self) -> dict[str, float]:
-        """Weighted kNN top-1/top-5 of the backbone's features, test split against training split (rank 0)."""
-        if self.test_src is None or not dist.is_main():
+        """Weighted kNN top-1/top-5 of the backbone's features, test split against training split.
+
+        Every rank embeds every world-th training and test image; the test features (the queries)
+        are gathered, the training features stay on their rank, and scoring runs on the device
+        with a top-k merge across ranks (:func:`~ifnd.metrics.knn.knn_scores`).
+        """
+        if self.test_src is None:
             return {}
-        cfg = self.cfg
+        cfg, rank, world = self.cfg, self.ctx.rank, self.ctx.world
         args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
-        train_feats, train_labels = extract_features(self.model.backbone, eval_loader(self.train_src, *args), self.device)
-        test_feats, test_labels = extract_features(self.model.backbone, eval_loader(self.test_src, *args), self.device)
-        acc = knn_accuracy(train_feats, train_labels, test_feats, test_labels, cfg.knn.k, cfg.knn.temperature)
+        parts = []
+        for source in (self.train_src, self.test_src):
+            shard = list(range(rank, len(source), world))
+            feats, labels = extract_features(self.model.backbone, eval_loader(source, *args, indices=shard), self.device,
+                                             on_device=True)
+            parts.append((feats, labels, torch.tensor(shard, device=self.device)))
+        (train_feats, train_labels, _), (test_feats, test_labels, test_ids) = parts
+        test_feats = dist.gather_rows(test_feats, test_ids, len(self.test_src))
+        test_labels = dist.gather_rows(test_labels.unsqueeze(1), test_ids, len(self.test_src)).squeeze(1)
+        acc = knn_accuracy(train_feats, train_labels, test_feats, test_labels, cfg.knn.k, cfg.knn.temperature,
+                           sharded=world > 1)
         return {"knn_top1": acc["top1"], "knn_top5": acc["top5"]}
 
 
