@@ -47,6 +47,8 @@ RUN_KEYS: dict[str, Option] = {
     "seed": Option(0, "Seed for weights, data order and augmentations."),
     "output_dir": Option("runs/default", "Run directory: config.yaml, checkpoints/, metrics.json, TensorBoard events."),
     "device": Option("auto", "Where to train: auto picks cuda when available.", ("auto", "cpu", "cuda")),
+    "cpu_threads": Option(0, "torch (and faiss) CPU threads of each process, for the CPU-side work (faiss k-means, kNN and k-means on a CPU device, collation). 0: the cores divided by the processes of this node, unless OMP_NUM_THREADS is set (then that; torchrun sets 1 and a one-line warning says so)."),
+    "dist.timeout_minutes": Option(30.0, "torch.distributed collective timeout: how long a rank waits for the others before failing (raise it if a rank does long work alone)."),
 }
 IMAGE_DATA_KEYS: dict[str, Option] = {
     "data.name": Option("digits", "Training data set.", ("digits", "fashion_mnist", "imagefolder", "filelist")),

@@ -16,7 +16,8 @@ The configurations run interleaved (faiss, torch, faiss, ... ``--repeats`` times
 other jobs may share the machine; the table gives the median seconds of each and the inertia
 of each level relative to faiss's. faiss runs in one process only (it clusters on one rank);
 ``--threads`` is the torch / faiss CPU thread count of every process. The last line compares
-torch with faiss at one process: the time ratio and the largest inertia ratio over the levels.
+torch with faiss at one process: the time ratio (wall, and CPU time: steadier on a shared
+machine) and the largest inertia ratio over the levels.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def make_features(num_samples: int, dim: int, centres: int, noise: float, seed: 
     return F.normalize(points, dim=1).to(device)
 
 
-def one_round(args: argparse.Namespace, backend: str) -> tuple[float, list[float], torch.Tensor]:
-    """This rank's seconds for one round, the inertia of each level and the label table ``[L, N]`` (CPU)."""
+def one_round(args: argparse.Namespace, backend: str) -> tuple[tuple[float, float], list[float], torch.Tensor]:
+    """This rank's wall and CPU seconds for one round, the inertia of each level and the label table ``[L, N]``."""
     device = torch.device(args.device, dist.rank() if args.device == "cuda" else None)
     ks = [int(k) for k in args.clusters.split(",")]
     x = make_features(args.num_samples, args.dim, args.centres, args.noise, args.seed, device)
@@ -54,7 +55,7 @@ def one_round(args: argparse.Namespace, backend: str) -> tuple[float, list[float
     dist.barrier()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     levels = cluster_levels(x, ids, args.num_samples, ks,
                             lambda f, c, a: softmax_confidence(f, c, a, args.temperature),
                             backend=backend, hierarchical=args.hierarchical, niter=args.niter, seed=args.seed,
@@ -62,12 +63,12 @@ def one_round(args: argparse.Namespace, backend: str) -> tuple[float, list[float
     table = torch.stack([accept_most_confident(level.assignments, level.confidence, args.share) for level in levels])
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = (time.perf_counter() - start, time.process_time() - cpu_start)
     return seconds, [level.inertia for level in levels], table.cpu()
 
 
-def measure(args: argparse.Namespace, backend: str, nproc: int) -> tuple[float, list[float]]:
-    """Seconds (the slowest rank) and inertias of one round with ``nproc`` processes."""
+def measure(args: argparse.Namespace, backend: str, nproc: int) -> tuple[tuple[float, float], list[float]]:
+    """Wall seconds (the slowest rank), CPU seconds (all ranks) and inertias of one round with ``nproc`` processes."""
     if nproc == 1:
         torch.set_num_threads(args.threads)
         seconds, inertias, _ = one_round(args, backend)
@@ -76,7 +77,7 @@ def measure(args: argparse.Namespace, backend: str, nproc: int) -> tuple[float, 
     tables = [table for _, _, table in results]
     if any(not torch.equal(tables[0], table) for table in tables[1:]):
         raise AssertionError("the label tables differ between ranks")
-    return max(seconds for seconds, _, _ in results), results[0][1]
+    return (max(wall for (wall, _), _, _ in results), sum(cpu for (_, cpu), _, _ in results)), results[0][1]
 
 
 def main() -> None:
@@ -103,26 +104,30 @@ def main() -> None:
     configs = [(backend, nproc) for backend in args.backends.split(",")
                for nproc in ([1] if backend == "faiss" else [int(p) for p in args.nproc.split(",")])]
     times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    cpu_times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
     inertias: dict[tuple[str, int], list[float]] = {}
     for repeat in range(args.repeats):
         for config in configs:
-            seconds, inertias[config] = measure(args, *config)
+            (seconds, cpu), inertias[config] = measure(args, *config)
             times[config].append(seconds)
-            print(f"repeat {repeat}: {config[0]} x{config[1]}: {seconds:.2f} s", flush=True)
+            cpu_times[config].append(cpu)
+            print(f"repeat {repeat}: {config[0]} x{config[1]}: {seconds:.2f} s, CPU {cpu:.2f} s", flush=True)
 
     reference = inertias.get(("faiss", 1))
     print(f"\nN={args.num_samples}, D={args.dim}, k={args.clusters}, device={args.device}, threads/process="
           f"{args.threads}, niter={args.niter}, hierarchical={args.hierarchical}, repeats={args.repeats}")
-    print("| backend | ranks | median s | runs s | inertia / faiss per level |")
-    print("|---|---|---|---|---|")
+    print("| backend | ranks | median s | runs s | median CPU s | inertia / faiss per level |")
+    print("|---|---|---|---|---|---|")
     for config in configs:
         ratios = "n/a" if reference is None else ", ".join(f"{a / b:.4f}" for a, b in zip(inertias[config], reference))
         runs = ", ".join(f"{t:.2f}" for t in times[config])
-        print(f"| {config[0]} | {config[1]} | {statistics.median(times[config]):.2f} | {runs} | {ratios} |")
+        print(f"| {config[0]} | {config[1]} | {statistics.median(times[config]):.2f} | {runs} | "
+              f"{statistics.median(cpu_times[config]):.2f} | {ratios} |")
     if reference is not None and ("torch", 1) in times:
         time_ratio = statistics.median(times["torch", 1]) / statistics.median(times["faiss", 1])
+        cpu_ratio = statistics.median(cpu_times["torch", 1]) / statistics.median(cpu_times["faiss", 1])
         inertia_ratio = max(a / b for a, b in zip(inertias["torch", 1], reference))
-        print(f"torch/faiss time ratio {time_ratio:.3f}, inertia ratio {inertia_ratio:.4f}")
+        print(f"torch/faiss time ratio {time_ratio:.3f} (CPU time {cpu_ratio:.3f}), inertia ratio {inertia_ratio:.4f}")
 
 
 if __name__ == "__main__":
