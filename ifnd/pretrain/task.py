@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from ifnd.config import ConfigError
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.views import IndexedViews, build_view_transform
+from ifnd.falseneg.bank_file import BankFile
 from ifnd.falseneg.bayes import FNESampler
 from ifnd.falseneg.detector import FalseNegativeDetector
 from ifnd.falseneg.diagnostics import DetectionTally, PairTally
@@ -67,6 +69,9 @@ class PretrainTask:
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = FalseNegativeDetector.from_config(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
+        # the bank in checkpoints: a side file about once per epoch, the rows written since in each checkpoint
+        self.bank_file = BankFile(Path(cfg.output_dir) / "checkpoints", self.num_samples) \
+            if self.detector.needs_bank() else None
         if cfg.negatives.sampler not in ("none", "fne") or (cfg.negatives.sampler == "fne" and cfg.method != "moco"):
             raise ConfigError(f"pretraining supports negatives.sampler=none, or fne with method=moco (it re-weights "
                               f"the MoCo queue); got negatives.sampler={cfg.negatives.sampler} with method={cfg.method}")
@@ -116,7 +121,9 @@ class PretrainTask:
     def after_step(self) -> None:
         out = self.out
         if self.detector.needs_bank():
-            self.detector.observe(dist.gather(self.ids), dist.gather(out.embeddings))
+            ids = dist.gather(self.ids)
+            self.detector.observe(ids, dist.gather(out.embeddings))
+            self.bank_file.mark(ids)
         if out.fn_masks is not None:  # the levels, then their union (what the loss removes at any level)
             labels = self.device_labels
             views = torch.cat([out.fn_masks, out.fn_masks.any(0, keepdim=True)])
@@ -145,7 +152,7 @@ class PretrainTask:
         last = self.last_tally
         return {
             "queue": self.queue.state_dict() if self.queue is not None else None,
-            "detector": self.detector.state_dict(),
+            "detector": self._detector_state(),
             "fne": self.fne.state_dict() if self.fne is not None else None,
             "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
         }
@@ -153,11 +160,26 @@ class PretrainTask:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.queue is not None:
             self.queue.load_state_dict(state["queue"])
-        self.detector.load_state_dict(state["detector"])
+        self._load_detector(state["detector"])
         if self.fne is not None:
             self.fne.load_state_dict(state["fne"])
         if state.get("detection_tally") is not None:
             self.last_tally = DetectionTally(**state["detection_tally"])
+
+    def _detector_state(self) -> dict[str, Any]:
+        """The detector's state with its bank replaced by :class:`BankFile`'s share (None: no bank in use)."""
+        state = self.detector.state_dict()
+        bank, filled = state.pop("bank"), state.pop("bank_filled")
+        state["bank_file"] = self.bank_file.split(bank, filled) if self.bank_file is not None else None
+        return state
+
+    def _load_detector(self, state: dict[str, Any]) -> None:
+        if "bank_file" in state:  # older checkpoints hold the whole bank
+            state = dict(state)
+            share = state.pop("bank_file")
+            state["bank"], state["bank_filled"] = (self.detector.bank, self.detector.bank_filled) if share is None \
+                else self.bank_file.join(share)
+        self.detector.load_state_dict(state)
 
     def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         last_knn = next((h for h in reversed(history) if "knn_top1" in h), {})
