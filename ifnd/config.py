@@ -130,7 +130,7 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.kmeans_niter": Option(20, "k-means iterations."),
     "detection.kmeans_nredo": Option(1, "k-means restarts (the best objective is kept)."),
     "detection.kmeans_init": Option("random", "k-means initialisation (faiss runs k-means++ and afk-mc2 single-threaded: slow at large k; see tools/bench_kmeans.py).", ("random", "kmeans++", "afk-mc2")),
-    "detection.kmeans_backend": Option("auto", "Where k-means runs. torch: spherical k-means on the training device, sharded over the torchrun processes (each clusters its own rows; sums and counts are all-reduced; init=random only). faiss: one process clusters every row (faiss's GPU when its build has one, else the CPU). auto: torch on CUDA (no faiss GPU build matches torch's CUDA; every GPU works), faiss on CPU (as fast as torch there, tools/bench_round.py).", ("auto", "torch", "faiss")),
+    "detection.kmeans_backend": Option("auto", "Where k-means runs. torch: spherical k-means on the training device, sharded over the torchrun processes (each clusters its own rows; sums and counts are all-reduced; init=random only). faiss: one process clusters every row (faiss's GPU when its build has one, else the CPU). auto: torch on CUDA (no faiss GPU build matches torch's CUDA; every GPU works), faiss on CPU (torch took 1.15x its time there, tools/bench_round.py).", ("auto", "torch", "faiss")),
 }
 
 

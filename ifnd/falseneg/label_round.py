@@ -9,8 +9,8 @@
 * ``faiss`` (:mod:`ifnd.falseneg.clustering`): on one process, over all rows (faiss' GPU when its
   build has one, else the CPU);
 * ``auto``: torch on CUDA (no faiss GPU build matches torch's CUDA 13 wheels, and sharding
-  keeps every GPU busy), faiss on CPU (the torch backend measured 0.8-1.1x faiss's time on 2
-  cores, ``tools/bench_round.py``: no reason to change what CPU runs use).
+  keeps every GPU busy), faiss on CPU (there the torch backend took 1.15x faiss's time for a
+  whole round at N = 100k, k = 1k/2k/4k on 2 threads, ``tools/bench_round.py``: faiss stays).
 """
 
 from __future__ import annotations
