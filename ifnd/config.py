@@ -100,6 +100,8 @@ RUN_KEYS: dict[str, Option] = {
     "seed": Option(0, "Seed for weights, data order and augmentations."),
     "output_dir": Option("runs/default", "Run directory: config.yaml, checkpoints/, metrics.json, TensorBoard events."),
     "device": Option("auto", "Where to train: auto picks cuda when available.", ("auto", "cpu", "cuda")),
+    "cpu_threads": Option(0, "torch (and faiss) CPU threads of each process, for the CPU-side work (faiss k-means, kNN and k-means on a CPU device, collation). 0: the cores divided by the processes of this node, unless OMP_NUM_THREADS is set (then that; torchrun sets 1 and a one-line warning says so)."),
+    "dist.timeout_minutes": Option(30.0, "torch.distributed collective timeout: how long a rank waits for the others before failing (raise it if a rank does long work alone)."),
 }
 IMAGE_DATA_KEYS: dict[str, Option] = {
     "data.name": Option("digits", "Training data set.", ("digits", "fashion_mnist", "imagefolder", "filelist")),
@@ -188,6 +190,7 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.kmeans_niter": Option(20, "k-means iterations."),
     "detection.kmeans_nredo": Option(1, "k-means restarts (the best objective is kept)."),
     "detection.kmeans_init": Option("random", "k-means initialisation (faiss runs k-means++ and afk-mc2 single-threaded: slow at large k; see tools/bench_kmeans.py).", ("random", "kmeans++", "afk-mc2")),
+    "detection.kmeans_backend": Option("auto", "Where k-means runs. torch: spherical k-means on the training device, sharded over the torchrun processes (each clusters its own rows; sums and counts are all-reduced; init=random only). faiss: one process clusters every row (faiss's GPU when its build has one, else the CPU). auto: torch on CUDA (no faiss GPU build matches torch's CUDA; every GPU works), faiss on CPU (torch took 1.15x its time there, tools/bench_round.py).", ("auto", "torch", "faiss")),
     "detection.guard": Option(False, "ifnd: keep a level's pseudo-labels only when its label-free estimate of pair precision clears detection.guard_min_precision (docs/ifnd.md, 'Knowing when detection is wrong'). Off by default: its estimator ranks precision at 0.54 out of setting (below the 0.8 it needs), so it is not yet a safety net."),
     "detection.guard_min_precision": Option(0.4, "ifnd with guard: the estimated pair precision a level must reach (a placeholder until the noise map's break-even precision is measured)."),
     "detection.guard_choose_k": Option(False, "ifnd with guard: keep only the level (k of detection.num_clusters) that keeps the most pairs among those that clear the threshold."),

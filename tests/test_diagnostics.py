@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from ifnd.falseneg.diagnostics import (
+    DetectionTally,
+    PairTally,
     PairCounts,
     nmi,
     precision_at_recall,
@@ -97,3 +99,33 @@ def test_similarity_ranking_curve_on_hand_made_points():
     assert precision.tolist() == pytest.approx([0.5, 0.5, 1 / 3]) and recall.tolist() == pytest.approx([0.5, 1, 1])
     assert precision_at_recall(precision, recall, 0.5) == pytest.approx(0.5)
     assert math.isnan(precision_at_recall(precision, recall * 0.5, 0.9))
+
+
+def _bincount_tally(masks, anchor_ids, candidate_ids, anchor_classes, candidate_classes, num_classes):
+    """The tally as it was computed before PairTally (a [V, C, C] bincount per batch, copied to the CPU)."""
+    candidates = candidate_ids
+    counted = (candidates >= 0).unsqueeze(0) & (anchor_ids.unsqueeze(1) != candidates.unsqueeze(0))
+    a = anchor_classes.unsqueeze(1).expand_as(counted)
+    c = candidate_classes.unsqueeze(0).expand_as(counted)
+    pair_class = a * num_classes + c
+    detected = torch.stack([torch.bincount(pair_class[m & counted], minlength=num_classes * num_classes)
+                            for m in masks]).view(len(masks), num_classes, num_classes)
+    return DetectionTally(detected, torch.bincount(a[counted & (a == c)], minlength=num_classes))
+
+
+def test_device_tally_over_steps_equals_the_bincount_tally() -> None:
+    gen = torch.Generator().manual_seed(0)
+    classes = torch.randint(0, 5, (40,), generator=gen)
+    tally, expected = PairTally(3, 5), None
+    for _ in range(4):
+        anchor_ids = torch.randperm(40, generator=gen)[:6]
+        candidate_ids = torch.randint(-1, 40, (9,), generator=gen)  # -1: slots without a sample
+        candidate_ids[0] = anchor_ids[0]  # a self pair
+        masks = torch.rand(3, 6, 9, generator=gen) < 0.5
+        args = (masks, anchor_ids, candidate_ids, classes[anchor_ids], classes[candidate_ids.clamp(min=0)])
+        tally.add(*args)
+        step = _bincount_tally(*args, 5)
+        expected = step if expected is None else expected + step
+    assert torch.equal(tally.reduced().detected, expected.detected)
+    assert torch.equal(tally.reduced().actual, expected.actual)
+    assert int(expected.detected.sum()) > 0 and int(expected.actual.sum()) > 0

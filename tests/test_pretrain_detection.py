@@ -17,8 +17,8 @@ DETECTION = {"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "clust
 
 @pytest.mark.parametrize("method,features,loss,options", [
     ("simclr", "bank", "elimination", {}),
-    ("moco", "pass", "attraction", {"combine": "average"}),
-    ("moco", "bank", "elimination", {}),
+    ("moco", "pass", "attraction", {"combine": "average", "kmeans_backend": "torch"}),
+    ("moco", "bank", "elimination", {"kmeans_backend": "torch", "hierarchical": True}),
     ("simclr", "pass", "elimination", {"embedding": "backbone", "combine": "union", "accept_per": "cluster",
                                        "confidence": "centroid"}),
 ])
@@ -78,6 +78,23 @@ def test_resume_between_rounds_keeps_labels_and_matches(tiny_cfg, tmp_path):
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-6), key
+
+
+def test_bank_resume_mid_epoch_is_exact_from_the_side_file(tiny_cfg, tmp_path):
+    detection = {**DETECTION, "features": "bank"}  # rounds at epochs 1 and 2; the cut falls inside epoch 1
+    runs = {name: tiny_cfg(method="simclr", detection=detection, train={"epochs": 3, "checkpoint_every_steps": 1},
+                           output_dir=str(tmp_path / name)) for name in ("ref", "cut")}
+    Engine(runs["ref"], PretrainTask).fit()
+    with pytest.raises(Interrupted):
+        Engine(runs["cut"], PretrainTask, stop_at=(1, 2)).fit()
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    share = cut["detector"]["bank_file"]
+    assert "bank" not in cut["detector"] and len(share["ids"]) < 128  # only the rows since the side file
+    Engine(runs["cut"], PretrainTask, resume="auto").fit()
+    a, b = (load_checkpoint(tmp_path / name / "checkpoints" / "last.pt") for name in ("ref", "cut"))
+    assert torch.equal(a["detector"]["labels"], b["detector"]["labels"])  # epoch 2's round saw the same bank
     for key in a["model"]:
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-6), key
 

@@ -6,9 +6,9 @@
 # 1. versions, and whether torch and faiss see the GPU;
 # 2. the CUDA-only tests (masks and the detector's table on the GPU);
 # 3. `ifnd pretrain` end to end on the GPU (MoCo v2 + IFND on the built-in digits: AMP,
-#    channels_last, pinned memory, a clustering round on faiss's GPU when it has one), the same
-#    under torchrun with one process (the NCCL process group and the all-gather of features
-#    before clustering), and `ifnd itm-train` on the built-in captioned digits (image encoder
+#    channels_last, pinned memory, a clustering round with torch k-means on the GPU), the same
+#    under torchrun with one process (the NCCL process group, the round on every rank's shard),
+#    and `ifnd itm-train` on the built-in captioned digits (image encoder
 #    under bf16 autocast);
 # 4. faiss k-means at ImageNet scale: 1,281,167 x 128, k = 25,000 (tools/bench_kmeans.py), when
 #    faiss has a GPU (on faiss's CPU build it would take far longer than the rest: skipped);
@@ -20,11 +20,18 @@
 #    device side's images/s on the GPU, kornia against torchvision.transforms.v2 there), and
 #    `ifnd pretrain` of MoCo v2 ResNet-50 (batch 256, 8 loader workers) on 6,400 generated JPEGs
 #    with augment.device=cuda and =cpu: the second epoch's images/s of the full path, to set
-#    against step 5's step-only rate. DATA_ONLY=1 runs steps 1 and 6 only.
+#    against step 5's step-only rate (DATA_ONLY=1 runs steps 1 and 6 only);
+# 7. one clustering round at ImageNet scale on the GPU with the torch k-means backend: 1,281,167 x
+#    128, k = 25,000 / 50,000 / 100,000, levels + confidence + acceptance + table
+#    (tools/bench_round.py; target: at most 60 s);
+# 8. MoCo v2 ResNet-50 end to end on a generated ImageNet-shaped JPEG folder
+#    (tools/imagenet_shaped_run.py): a clustering round before each of the last 2 of 3 epochs,
+#    the kNN monitor every epoch and the detection tally every step, against the same run
+#    without detection (target: wall time ratio at most 1.05).
 # Each step runs even when an earlier one failed; a table at the end gives each step's exit
 # status, and the script exits 1 when any step failed. Every table is printed and also written
-# to OUT_DIR/*.md. Needs the package importable (`pip install -e .`, then the faiss GPU build:
-# see requirements-gpu.txt); PYTHON picks the interpreter (default: python, else python3). The
+# to OUT_DIR/*.md. Needs the package importable (`pip install -e .`; a faiss GPU build is
+# optional, see requirements-gpu.txt); PYTHON picks the interpreter (default: python, else python3). The
 # benchmarks read configs/experiments/kmeans.yaml and bench_pretrain.yaml, the flags below
 # scale them up.
 set -uo pipefail
@@ -109,6 +116,16 @@ for path in ("cuda", "cpu"):
     except (OSError, KeyError, IndexError) as err:
         print(f"| {path} | no result ({err}) |")
 EOF
+
+if [ "${DATA_ONLY:-0}" != 1 ]; then
+step "clustering round 1,281,167 x 128, k 25k/50k/100k (torch, GPU)" round.md "$py" tools/bench_round.py \
+    --num-samples 1281167 --clusters 25000,50000,100000 --backends torch --device cuda --repeats 1 --centres 25000
+
+step "MoCo v2 ResNet-50 on an ImageNet-shaped JPEG tree, detection vs plain" imagenet_shaped.md "$py" \
+    tools/imagenet_shaped_run.py --device cuda --nproc 1 --backbone resnet50 --image-size 224 --classes 100 \
+    --images-per-class 64 --val-per-class 10 --photo-size 320 --batch-size 64 --proj-hidden 2048 --queue 4096 \
+    --epochs 3 --workers 8 --compare-plain --root "$out/imagenet_shaped_jpegs" --out "$out/imagenet_shaped"
+fi
 
 printf '%s\n' "" "| step | exit status | seconds |" "|---|---|---|" "${summary[@]}" | tee "$out/summary.md"
 exit $failed

@@ -18,7 +18,7 @@ from ifnd.config import SCHEMA, Config, Option, load_config
 
 # Sections whose values are taken from the checkpoint's saved config.
 INHERITED_SECTIONS = ("data", "model", "augment", "knn")
-_SHARED_KEYS = ("device", "seed", "knn.k", "knn.temperature", "augment.normalize", "augment.min_scale", "augment.hflip_prob")
+_SHARED_KEYS = ("device", "seed", "cpu_threads", "dist.timeout_minutes", "knn.k", "knn.temperature", "augment.normalize", "augment.min_scale", "augment.hflip_prob")
 
 EVAL_SCHEMA: dict[str, Option] = {
     **{key: option for key, option in SCHEMA.items() if key in _SHARED_KEYS or key.split(".")[0] in ("data", "model")},

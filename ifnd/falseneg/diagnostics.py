@@ -14,6 +14,8 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from ifnd.runtime import distributed as dist
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -91,6 +93,62 @@ class DetectionTally:
         }
 
 
+class PairTally:
+    """A :class:`DetectionTally` accumulated where the masks are (the training device), batch by batch.
+
+    Each batch costs O(V x B x M) scatter-adds into a ``[V, C, C]`` table on the device (no
+    host synchronisation, no copy); :meth:`reduced` sums it over ranks and copies it to the CPU
+    once (per epoch).
+
+    Args:
+        views: V; num_classes: C; device: where the table lives.
+    """
+
+    def __init__(self, views: int, num_classes: int, device: torch.device | str = "cpu"):
+        self.shape = (views, num_classes, num_classes)
+        self.detected = torch.zeros(views * num_classes * num_classes, dtype=torch.long, device=device)
+        self.actual = torch.zeros(num_classes, dtype=torch.long, device=device)
+
+    def add(
+        self,
+        masks: torch.Tensor,
+        anchor_ids: torch.Tensor,
+        candidate_ids: torch.Tensor,
+        anchor_classes: torch.Tensor,
+        candidate_classes: torch.Tensor,
+    ) -> None:
+        """Count one batch.
+
+        Args:
+            masks: ``[V, B, M]`` bool, detected false negatives of each view.
+            anchor_ids: ``[B]`` long dataset index of each anchor.
+            candidate_ids: ``[M]`` long dataset index of each candidate, negative for a slot that
+                holds no sample (empty, or a random key).
+            anchor_classes: ``[B]`` long true class of each anchor.
+            candidate_classes: ``[M]`` long true class of each candidate (any value in those slots).
+
+        Pairs of a sample with itself and pairs with slots that hold no sample are not counted.
+        """
+        device, num_classes = self.detected.device, self.shape[1]
+        candidates = candidate_ids.to(device)
+        counted = (candidates >= 0).unsqueeze(0) & (anchor_ids.to(device).unsqueeze(1) != candidates.unsqueeze(0))
+        a = anchor_classes.to(device).unsqueeze(1).expand_as(counted)
+        c = candidate_classes.to(device).unsqueeze(0).expand_as(counted).clamp(0, num_classes - 1)
+        cells = (a * num_classes + c).unsqueeze(0) + \
+            torch.arange(len(masks), device=device).view(-1, 1, 1) * num_classes * num_classes  # [V, B, M]
+        hits = masks.to(device) & counted
+        self.detected.index_put_((cells.reshape(-1),), hits.reshape(-1).long(), accumulate=True)
+        self.actual.index_put_((a.reshape(-1),), (counted & (a == c)).reshape(-1).long(), accumulate=True)
+
+    def local(self) -> DetectionTally:
+        """This rank's tally so far (on the device)."""
+        return DetectionTally(self.detected.view(self.shape), self.actual)
+
+    def reduced(self) -> DetectionTally:
+        """The tally summed over ranks, on the CPU (a collective: every rank calls it)."""
+        return DetectionTally(dist.sum_tensor(self.detected).view(self.shape).cpu(), dist.sum_tensor(self.actual).cpu())
+
+
 def tally_pairs(
     masks: torch.Tensor,
     anchor_ids: torch.Tensor,
@@ -99,30 +157,10 @@ def tally_pairs(
     candidate_classes: torch.Tensor,
     num_classes: int,
 ) -> DetectionTally:
-    """The :class:`DetectionTally` of one batch.
-
-    Args:
-        masks: ``[V, B, M]`` bool, detected false negatives of each view.
-        anchor_ids: ``[B]`` long dataset index of each anchor.
-        candidate_ids: ``[M]`` long dataset index of each candidate, negative for a slot that
-            holds no sample (empty, or a random key).
-        anchor_classes: ``[B]`` long true class of each anchor.
-        candidate_classes: ``[M]`` long true class of each candidate (any value in those slots).
-        num_classes: ``C``.
-
-    Pairs of a sample with itself and pairs with slots that hold no sample are not counted.
-    """
-    device = masks.device
-    candidates = candidate_ids.to(device)
-    counted = (candidates >= 0).unsqueeze(0) & (anchor_ids.to(device).unsqueeze(1) != candidates.unsqueeze(0))
-    a = anchor_classes.to(device).unsqueeze(1).expand_as(counted)
-    c = candidate_classes.to(device).unsqueeze(0).expand_as(counted)
-    pair_class = (a * num_classes + c)  # [B, M]
-    detected = torch.stack([
-        torch.bincount(pair_class[m & counted], minlength=num_classes * num_classes) for m in masks
-    ]).view(len(masks), num_classes, num_classes)
-    actual = torch.bincount(a[counted & (a == c)], minlength=num_classes)
-    return DetectionTally(detected.cpu(), actual.cpu())
+    """The :class:`DetectionTally` of one batch (arguments as in :meth:`PairTally.add`, ``num_classes`` C), on the CPU."""
+    tally = PairTally(len(masks), num_classes, masks.device)
+    tally.add(masks, anchor_ids, candidate_ids, anchor_classes, candidate_classes)
+    return DetectionTally(tally.local().detected.cpu(), tally.actual.cpu())
 
 
 def _as_numpy(values: ArrayLike) -> np.ndarray:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
 
 from ifnd.data.build import build_sources, eval_loader, source_labels, train_loader
 from ifnd.data.fast_views import build_train_views
+from ifnd.falseneg.bank_file import BankFile
 from ifnd.falseneg.detectors import build_detector
-from ifnd.falseneg.diagnostics import DetectionTally, tally_pairs
+from ifnd.falseneg.diagnostics import DetectionTally, PairTally
 from ifnd.metrics.knn import extract_features, knn_accuracy, knn_unscored_reason
 from ifnd.pretrain.methods import build_method
 from ifnd.pretrain.optim import build_optimizer
@@ -62,6 +64,9 @@ class PretrainTask:
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
+        # the bank in checkpoints: a side file about once per epoch, the rows written since in each checkpoint
+        self.bank_file = BankFile(Path(cfg.output_dir) / "checkpoints", self.num_samples) \
+            if self.detector.needs_bank else None
         self.num_classes = int(self.true_labels.max()) + 1
         self.tally = self._empty_tally()  # this epoch's detected pairs by class, per level and for their union
         self.last_tally: DetectionTally | None = None  # the last epoch that detected
@@ -98,18 +103,20 @@ class PretrainTask:
     def after_step(self) -> None:
         out = self.out
         if self.detector.needs_bank:
-            self.detector.observe(dist.gather(self.ids), dist.gather(out.embeddings))
+            ids = dist.gather(self.ids)
+            self.detector.observe(ids, dist.gather(out.embeddings))
+            self.bank_file.mark(ids)
         if out.fn_masks is not None:  # the levels, then their union (what the loss removes at any level)
             labels = self.device_labels
             views = torch.cat([out.fn_masks, out.fn_masks.any(0, keepdim=True)])
-            self.tally += tally_pairs(views, out.anchor_ids, out.candidate_ids, labels[out.anchor_ids],
-                                      labels[out.candidate_ids.clamp(min=0)], self.num_classes)
+            self.tally.add(views, out.anchor_ids, out.candidate_ids, labels[out.anchor_ids],
+                           labels[out.candidate_ids.clamp(min=0)])
 
     def end_epoch(self, epochs_done: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
         if self.train_src.undecodable.any():  # marked by the loader's workers too (shared memory)
             record["data/undecodable_images"] = int(self.train_src.undecodable.sum())
-        tally = DetectionTally(dist.sum_tensor(self.tally.detected), dist.sum_tensor(self.tally.actual))
+        tally = self.tally.reduced()
         if self.detector.active and int(tally.actual.sum()):
             record.update(fn_precision=tally.precision(), fn_recall=tally.recall())
             for level in range(len(tally.detected) - 1):
@@ -124,27 +131,39 @@ class PretrainTask:
             return self.knn_monitor()
         return {}
 
-    def _empty_tally(self) -> DetectionTally:
-        views = self.detector.levels + 1
-        return DetectionTally(torch.zeros(views, self.num_classes, self.num_classes, dtype=torch.long),
-                              torch.zeros(self.num_classes, dtype=torch.long))
+    def _empty_tally(self) -> PairTally:
+        """This epoch's tally, on the training device (reduced over ranks once, at the epoch's end)."""
+        return PairTally(self.detector.levels + 1, self.num_classes, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         last = self.last_tally
         return {
             **self.method.state_dict(),
-            "detector": self.detector.state_dict(),
+            "detector": self._detector_state(),
             "detection_tally": None if last is None else {"detected": last.detected, "actual": last.actual},
             "undecodable": self.train_src.undecodable.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state)
-        self.detector.load_state_dict(state["detector"])
+        self._load_detector(state["detector"])
         if state.get("detection_tally") is not None:
             self.last_tally = DetectionTally(**state["detection_tally"])
         if state.get("undecodable") is not None:  # in place: the tensor is shared with the loader's workers
             self.train_src.undecodable |= state["undecodable"]
+
+    def _detector_state(self) -> dict[str, Any]:
+        """The detector's state, its bank (``features: bank``) replaced by :class:`BankFile`'s share."""
+        state = self.detector.state_dict()
+        if self.bank_file is not None:
+            state["bank_file"] = self.bank_file.split(state.pop("bank"), state.pop("bank_filled"))
+        return state
+
+    def _load_detector(self, state: dict[str, Any]) -> None:
+        if state.get("bank_file") is not None:  # older checkpoints hold the whole bank instead
+            state = dict(state)
+            state["bank"], state["bank_filled"] = self.bank_file.join(state.pop("bank_file"))
+        self.detector.load_state_dict(state)
 
     def summary(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         last_knn = next((h for h in reversed(history) if "knn_top1" in h), {})
@@ -172,13 +191,21 @@ class PretrainTask:
 
     # ---------------------------------------------------------------- detection and monitor
     def clustering_round(self, epoch: int) -> dict[str, float]:
-        """Run the detector's round; every rank ends with the same table (rank 0's)."""
+        """Run the detector's round; every rank ends with the same table.
+
+        The torch k-means backend runs on every rank over its own shard (no rank gathers the
+        features); faiss runs on rank 0 over every row, and rank 0's table is broadcast.
+        """
         start = time.perf_counter()
-        features = None
+        features = ids = None
+        every_rank = self.detector.shards_rounds(self.device)
         if self.detector.needs_pass_features:
-            features = self._embed_training_set()
-        stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
-        if self.ctx.world > 1:  # every rank masks with rank 0's table
+            features, ids = self._embed_training_set(gather=not every_rank)
+        if every_rank:
+            stats = self.detector.run_round(epoch, features, ids, self.device)
+        else:
+            stats = self.detector.run_round(epoch, features) if dist.is_main() else {}
+        if self.ctx.world > 1 and not every_rank:  # every rank masks with rank 0's table
             self.detector.load_table(dist.broadcast_object(self.detector.table_state() if dist.is_main() else None))
             stats = dist.broadcast_object(stats)
         stats["round_time_s"] = time.perf_counter() - start
@@ -186,11 +213,12 @@ class PretrainTask:
             log.info("clustering round before epoch %d: %s", epoch, {k: round(v, 4) for k, v in stats.items()})
         return {f"round/{k}": v for k, v in stats.items()}
 
-    def _embed_training_set(self) -> torch.Tensor:
+    def _embed_training_set(self, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pass features: target-encoder embeddings (or backbone features, the detector's ``pass_embedding``)
-        ``[N, D]`` of centre-cropped training images.
+        of centre-cropped training images, and their dataset ids.
 
-        Each rank embeds every world-th sample; the shards are gathered by dataset index.
+        Each rank embeds every world-th sample: ``gather`` returns ``[N, D]`` on the CPU in
+        dataset order (ids None); otherwise this rank's ``[n, D]`` on the device and ``[n]`` ids.
         """
         shard = list(range(self.ctx.rank, self.num_samples, self.ctx.world))
         loader = eval_loader(self.train_src, self.cfg.data.image_size, self.cfg.augment.normalize,
@@ -198,17 +226,33 @@ class PretrainTask:
         backbone = self.detector.pass_embedding == "backbone"
         encoder = self.model.target_backbone if backbone else _TargetEncoder(self.model)
         feats, _ = extract_features(encoder, loader, self.device)
-        return dist.gather_rows(feats.to(self.device), torch.tensor(shard, device=self.device), self.num_samples).cpu()
+        ids = torch.tensor(shard, device=self.device)
+        if not gather:
+            return feats.to(self.device), ids
+        return dist.gather_rows(feats.to(self.device), ids, self.num_samples).cpu(), None
 
     def knn_monitor(self) -> dict[str, float]:
-        """Weighted kNN top-1/top-5 of the backbone's features, test split against training split (rank 0)."""
-        if self.knn_unscored or not dist.is_main():
+        """Weighted kNN top-1/top-5 of the backbone's features, test split against training split.
+
+        Every rank embeds every world-th training and test image; the test features (the queries)
+        are gathered, the training features stay on their rank, and scoring runs on the device
+        with a top-k merge across ranks (:func:`~ifnd.metrics.knn.knn_scores`).
+        """
+        if self.knn_unscored:
             return {}
-        cfg = self.cfg
+        cfg, rank, world = self.cfg, self.ctx.rank, self.ctx.world
         args = (cfg.data.image_size, cfg.augment.normalize, 256, cfg.data.num_workers)
-        train_feats, train_labels = extract_features(self.model.backbone, eval_loader(self.train_src, *args), self.device)
-        test_feats, test_labels = extract_features(self.model.backbone, eval_loader(self.test_src, *args), self.device)
-        acc = knn_accuracy(train_feats, train_labels, test_feats, test_labels, cfg.knn.k, cfg.knn.temperature)
+        parts = []
+        for source in (self.train_src, self.test_src):
+            shard = list(range(rank, len(source), world))
+            feats, labels = extract_features(self.model.backbone, eval_loader(source, *args, indices=shard), self.device,
+                                             on_device=True)
+            parts.append((feats, labels, torch.tensor(shard, device=self.device)))
+        (train_feats, train_labels, _), (test_feats, test_labels, test_ids) = parts
+        test_feats = dist.gather_rows(test_feats, test_ids, len(self.test_src))
+        test_labels = dist.gather_rows(test_labels.unsqueeze(1), test_ids, len(self.test_src)).squeeze(1)
+        acc = knn_accuracy(train_feats, train_labels, test_feats, test_labels, cfg.knn.k, cfg.knn.temperature,
+                           sharded=world > 1)
         return {"knn_top1": acc["top1"], "knn_top5": acc["top5"]}
 
 

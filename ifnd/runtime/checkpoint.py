@@ -105,7 +105,7 @@ def load_resume(resume: str | None, run_dir: str | Path) -> tuple[Path | None, d
 RESUME_MAY_CHANGE: tuple[str, ...] = (
     "output_dir", "device", "data.num_workers", "data.root", "data.test_root",
     "train.log_every_steps", "train.checkpoint_every_steps", "train.eval_batch_size",
-    "knn.every", "knn.k", "knn.temperature", "knn.baselines",
+    "knn.every", "knn.k", "knn.temperature", "knn.baselines", "cpu_threads", "dist.timeout_minutes",
 )
 
 

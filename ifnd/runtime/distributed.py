@@ -7,6 +7,7 @@ Launch with ``torchrun --nproc_per_node N -m ifnd pretrain ...``: torchrun sets
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -16,14 +17,18 @@ import torch.distributed.nn.functional as tdist_nn
 from ifnd.config import ConfigError
 
 
-def init() -> tuple[int, int, int]:
-    """Join the process group when launched by torchrun; return ``(rank, world_size, local_rank)``."""
+def init(timeout_minutes: float = 30.0) -> tuple[int, int, int]:
+    """Join the process group when launched by torchrun; return ``(rank, world_size, local_rank)``.
+
+    ``timeout_minutes`` (``dist.timeout_minutes``): how long a collective waits for every rank.
+    """
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1, 0
     if not tdist.is_initialized():
         # NCCL for CUDA tensors and gloo for the CPU ones (counters, ids, Python objects):
         # NCCL alone refuses CPU tensors.
-        tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        tdist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
+                                 timeout=datetime.timedelta(minutes=timeout_minutes))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

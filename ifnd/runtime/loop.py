@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from ifnd.config import Config
 from ifnd.runtime import distributed as dist
+from ifnd.runtime.threads import set_cpu_threads
 from ifnd.runtime.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -149,7 +150,8 @@ class Engine:
         self.cfg = cfg
         self.stop_at = stop_at
         self.stop_signals = StopSignals()
-        rank, world, local_rank = dist.init()
+        rank, world, local_rank = dist.init(cfg.dist.timeout_minutes)
+        set_cpu_threads(cfg.cpu_threads)
         if run is None:
             claim_run_dir(cfg.output_dir, resume, overwrite)
         self.ctx = Context(cfg, rank, world, dist.pick_device(cfg.device, local_rank))

@@ -99,8 +99,15 @@ class Detector:
         """Whether a round belongs before training epoch ``epoch`` (0-based)."""
         return False
 
-    def run_round(self, epoch: int, features: torch.Tensor | None = None) -> dict[str, float]:
-        """A round before epoch ``epoch`` on ``features [N, D]`` (``needs_pass_features``); its statistics."""
+    def shards_rounds(self, device: torch.device) -> bool:
+        """Whether every rank runs :meth:`run_round` on its own shard (else rank 0 runs it and broadcasts)."""
+        return False
+
+    def run_round(self, epoch: int, features: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+                  device: torch.device | None = None) -> dict[str, float]:
+        """A round before epoch ``epoch`` on ``features [N, D]`` (``needs_pass_features``), or on this rank's
+        rows ``[n, D]`` of dataset ids ``ids [n]`` where :meth:`shards_rounds`; ``device``: where bank rows
+        are clustered. Returns its statistics."""
         raise RuntimeError(f"{type(self).__name__} has no rounds")
 
     def observe(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:
@@ -195,20 +202,24 @@ class TableDetector(Detector):
         """The share a round before epoch ``epoch`` accepts."""
         return self.schedule.share(epoch)
 
-    def assign(self, epoch: int, features: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level, the assignments ``[N]`` long (-1: none) and confidences ``[N]`` of a round."""
+    def assign(self, epoch: int, features: torch.Tensor | None, ids: torch.Tensor | None = None,
+               device: torch.device | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level, the assignments ``[N]`` long (-1: none) and confidences ``[N]`` of a round (on any
+        device; arguments as :meth:`Detector.run_round`'s)."""
         raise NotImplementedError
 
-    def run_round(self, epoch: int, features: torch.Tensor | None = None) -> dict[str, float]:
+    def run_round(self, epoch: int, features: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+                  device: torch.device | None = None) -> dict[str, float]:
         """Recompute the table before epoch ``epoch``; the accepted share, and per level NMI / purity /
         pair precision and recall when true labels exist."""
         self.share = self.round_share(epoch)
         previous = self.labels.clone() if self.last_round >= 0 else None
-        assignments, confidences = self.assign(epoch, features)
+        assignments, confidences = self.assign(epoch, features, ids, device)
         per_cluster = self.schedule.accept_per == "cluster"
-        for level, (assign, conf) in enumerate(zip(assignments, confidences)):
-            self.labels[level] = accept_most_confident(assign, conf, self.share, per_cluster)
-            self.confidence[level] = conf
+        for level, (assign, conf) in enumerate(zip(assignments, confidences)):  # accepted where they were computed
+            self.labels[level] = accept_most_confident(assign, conf, self.share, per_cluster).cpu()
+            self.confidence[level] = conf.cpu()
+        assignments = [assign.cpu() for assign in assignments]
         review = self.review(epoch, assignments, previous)
         self.last_round = epoch
         self._device_labels = None

@@ -17,9 +17,10 @@ import torch
 
 from ifnd.config import ConfigError
 from ifnd.falseneg.acceptance import centroid_confidence, margin_confidence, softmax_confidence
-from ifnd.falseneg.clustering import multi_level_kmeans
+from ifnd.falseneg.label_round import cluster_levels, resolve_backend
 from ifnd.falseneg.detectors.base import LossPolicy, RoundSchedule, TableDetector, detection_settings
 from ifnd.falseneg.guard import GuardSettings, guard_detector_round
+from ifnd.runtime import distributed as dist
 
 CONFIDENCES = {"margin": margin_confidence, "centroid": centroid_confidence}
 
@@ -37,6 +38,7 @@ class KMeansSettings:
     kmeans_niter: int
     kmeans_nredo: int
     kmeans_init: str
+    kmeans_backend: str
 
     @classmethod
     def from_config(cls, cfg: Any) -> "KMeansSettings":
@@ -86,35 +88,49 @@ class IFNDDetector(TableDetector):
         self.bank[ids] = embeddings.detach().float().cpu()
         self.bank_filled[ids] = True
 
-    def assign(self, epoch: int, features: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """k-means of ``features [N, D]`` (``pass``), or of the bank, where samples never embedded yet
-        (possible after the first epochs with ``drop_last``) stay unassigned."""
+    def kmeans_backend(self, device: torch.device) -> str:
+        """``torch`` or ``faiss``: where k-means runs for features on ``device`` (``detection.kmeans_backend``)."""
+        return resolve_backend(self.settings.kmeans_backend, device)
+
+    def shards_rounds(self, device: torch.device) -> bool:
+        """The torch backend runs on every rank over its own rows (no rank gathers the features)."""
+        return self.kmeans_backend(device) == "torch"
+
+    def assign(self, epoch: int, features: torch.Tensor | None, ids: torch.Tensor | None = None,
+               device: torch.device | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """k-means of ``features`` (``pass``: ``[N, D]`` in dataset order, or this rank's ``[n, D]`` of ``ids``
+        with the torch backend), or of the bank, where samples never embedded yet (possible after the
+        first epochs with ``drop_last``) stay unassigned; on the features' device (bank rows: ``device``)."""
         if features is None and self.bank is None:
             raise RuntimeError("detection.features=pass: run_round needs the features of the training set")
         if features is None and not self.bank_filled.any():
             raise RuntimeError("the embedding bank is empty: train at least one epoch before the first round")
-        x = (features if features is not None else self.bank).float()
-        self._round_features = x
-        seen = torch.ones(len(x), dtype=torch.bool) if features is not None else self.bank_filled
         s = self.settings
-        results = multi_level_kmeans(x[seen].numpy(), s.num_clusters, hierarchical=s.hierarchical, niter=s.kmeans_niter,
-                                     nredo=s.kmeans_nredo, seed=self.schedule.seed + epoch, init=s.kmeans_init)
-        self.centroids = [torch.from_numpy(r.centroids) for r in results]
-        assignments, confidences = [], []
-        for result, centroids in zip(results, self.centroids):
-            assign = torch.full((len(x),), -1, dtype=torch.long)
-            assign[seen] = torch.from_numpy(result.assignments).long()
-            conf = torch.full((len(x),), -1.0)  # below every real confidence: never accepted first
-            conf[seen] = self._confidence(x[seen], centroids, assign[seen])
-            assignments.append(assign)
-            confidences.append(conf)
-        return assignments, confidences
+        backend = self.kmeans_backend(features.device if features is not None else device or torch.device("cpu"))
+        sharded = backend == "torch" and dist.world_size() > 1
+        # the guard reads every row [N, D] on one process (rows never embedded are not read)
+        self._round_features = None if sharded else (self.bank if features is None else features).float()
+        if features is None:
+            ids = self.bank_filled.nonzero().squeeze(1)
+            ids = ids[dist.rank()::dist.world_size()] if sharded else ids
+            features = self.bank[ids].to(device or "cpu")
+        features = features.float()
+        ids = torch.arange(len(features)) if ids is None else ids
+        levels = cluster_levels(features, ids, self.labels.shape[1], s.num_clusters, self._confidence, backend=backend,
+                                hierarchical=s.hierarchical, niter=s.kmeans_niter, nredo=s.kmeans_nredo,
+                                seed=self.schedule.seed + epoch, init=s.kmeans_init, sharded=sharded)
+        self.centroids = [level.centroids for level in levels]
+        return [level.assignments for level in levels], [level.confidence for level in levels]
 
     def review(self, epoch: int, assignments: list[torch.Tensor], previous: torch.Tensor | None) -> dict[str, float]:
         """The guard, when on: signals and estimated precision per level; abstaining levels lose their labels."""
         features, self._round_features = self._round_features, None
         if self.guard is None:
             return {}
+        if features is None or len(features) != self.labels.shape[1]:
+            raise ConfigError("detection.guard reads the whole round's features on one process: with several "
+                              "processes and the torch k-means backend, set detection.guard=false or "
+                              "detection.kmeans_backend=faiss")
         guarded, report = guard_detector_round(self.guard, epoch, features, assignments, self.labels, self.centroids,
                                                previous)
         self.labels.copy_(guarded)

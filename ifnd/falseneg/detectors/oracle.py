@@ -48,7 +48,8 @@ class OracleDetector(TableDetector):
     def round_share(self, epoch: int) -> float:
         return 1.0 if self.full else super().round_share(epoch)
 
-    def assign(self, epoch: int, features: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def assign(self, epoch: int, features: torch.Tensor | None, ids: torch.Tensor | None = None,
+               device: torch.device | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The true labels; as confidences, a random rank per sample fixed for the run, so that the
         accepted share is a seeded random subset that grows round by round (equal confidences would
         accept an index prefix)."""
