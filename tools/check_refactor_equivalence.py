@@ -17,6 +17,7 @@ of one epoch (so that rounds happen before epochs 1 and 2); each case sets a few
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", type=lambda s: s.split(","), help="comma-separated case names")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # the engine's automatic cpu_threads then keeps the one thread
     args.directory.mkdir(parents=True, exist_ok=True)
     print(f"code: {Path(ifnd.__file__).parent}", flush=True)
     failed = 0

@@ -43,7 +43,8 @@ def set_cpu_threads(requested: int) -> int:
     threads, warning = threads_for(requested, dict(os.environ), os.cpu_count() or 1)
     if warning is not None:
         log.warning(warning)
-    torch.set_num_threads(threads)
+    if threads != torch.get_num_threads():  # setting even the same count changes some kernels' summation order
+        torch.set_num_threads(threads)
     try:
         import faiss  # noqa: PLC0415  (faiss is optional on GPU machines)
     except ImportError:
