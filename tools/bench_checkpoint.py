@@ -5,8 +5,9 @@
 
 Builds the state a MoCo v2 ResNet-50 + IFND (``detection.features=bank``) run checkpoints, from
 synthetic tensors of the real shapes: the model of ``configs/imagenet_moco_ifnd.yaml`` (online
-and momentum encoders), SGD momentum buffers, the 65,536-key queue, the ``[L, N]`` label and
-confidence tables, the centroids, and the ``[N, 128]`` bank. It writes
+and momentum encoders), SGD momentum buffers, the 65,536-key queue, the ``[L, N]`` label table
+(what :meth:`~ifnd.falseneg.detectors.base.TableDetector.table_state` keeps), and the ``[N, 128]``
+bank. It writes
 
 * ``whole``: a checkpoint holding the whole bank (before the side file);
 * ``step``: a step checkpoint with :class:`~ifnd.falseneg.bank_file.BankFile`'s share at its
@@ -29,7 +30,7 @@ import torch
 
 from ifnd.config import load_config
 from ifnd.falseneg.bank_file import BankFile
-from ifnd.models.contrastive import build_model
+from ifnd.pretrain.methods import build_model
 from ifnd.runtime.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +48,7 @@ def training_state(num_samples: int, clusters: list[int]) -> tuple[dict, torch.T
         "queue": {"keys": torch.randn(cfg.moco.queue_size, dim), "ids": torch.arange(cfg.moco.queue_size)},
         "detector": {
             "labels": torch.randint(0, max(clusters), (levels, num_samples)),
-            "confidence": torch.rand(levels, num_samples),
-            "centroids": [torch.randn(k, dim) for k in clusters],
-            "last_round": 20, "share": 1.0, "thresholds": None,
+            "last_round": 20, "share": 1.0,
         },
     }
     return state, torch.randn(num_samples, dim), torch.ones(num_samples, dtype=torch.bool)
