@@ -164,7 +164,7 @@ NEGATIVES_KEYS: dict[str, Option] = {
     "negatives.stats_reset": Option("epoch", "fne: clear the statistics at every epoch's start (the original), or never (running over the whole run; min_positives then counts since the start).", ("epoch", "never")),
 }
 DETECTION_KEYS: dict[str, Option] = {
-    "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; threshold: a learned similarity threshold per anchor (no clustering); oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "threshold", "oracle", "noisy_oracle")),
+    "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; threshold: a learned similarity threshold per anchor (no clustering); fnc: FNC's support views (method=simclr; docs/peers.md); oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "threshold", "fnc", "oracle", "noisy_oracle")),
     "detection.oracle": Option("scheduled", "oracle and noisy_oracle: full: every true label from the first step (share 1.0, no warm-up; the upper bound of removal); scheduled: IFND's warm-up and accepted-share schedule, over a random subset drawn with the seed (perfect precision at IFND's schedule).", ("full", "scheduled")),
     "detection.oracle_precision": Option(1.0, "noisy_oracle: expected pair precision of the detected false negatives; false detections are pairs of confusable (partner) classes."),
     "detection.oracle_recall": Option(1.0, "noisy_oracle: expected pair recall (share of same-class pairs detected)."),
@@ -173,6 +173,9 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.threshold_optimizer": Option("sgd", "threshold: the step on each anchor's quantile loss: sgd (lr x gradient) or adam (GloFND's code: per-anchor moments, betas 0.9 / 0.98, bias correction by the epoch).", ("sgd", "adam")),
     "detection.threshold_init": Option("quantile", "threshold: an anchor's first threshold: quantile (the 1 - q quantile of its similarities when it first learns; GloFND's init_quantile) or one (1.0, nothing flagged until it walks down; GloFND's default).", ("quantile", "one")),
     "detection.threshold_start_epoch": Option(0, "threshold: epoch from which the thresholds learn (GloFND's start_update; at most detection.warmup_epochs, from which they are used)."),
+    "detection.fnc_support_views": Option(2, "fnc: extra augmented views per image, embedded (no gradient) only to detect: a candidate's score is its largest similarity to any view of the anchor's image, its 2 training views and these (FNC's code: 8; each costs a forward pass)."),
+    "detection.fnc_top_k": Option(10, "fnc: a candidate is flagged only among each anchor's top_k scores (FNC's fn_topk; 0: no limit)."),
+    "detection.fnc_threshold": Option(0.7, "fnc: a candidate among the top_k is flagged only when its score exceeds this cosine similarity (FNC's fn_threshold; -1: no threshold)."),
     "detection.loss": Option("elimination", "Detected false negatives leave the denominator, or become positives.", ("elimination", "attraction")),
     "detection.features": Option("pass", "Cluster an extra centre-crop pass over the training set (pass: more precise detection, measured in docs/results.md) or the embeddings stored during the last epoch (bank: no extra pass).", ("bank", "pass")),
     "detection.num_clusters": Option([30, 60], "k of each granularity level (distinct, each at least 1 and at most the training samples).", item_type=int, check=cluster_counts_problem),

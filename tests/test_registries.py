@@ -21,7 +21,8 @@ def test_each_mode_says_what_it_needs():
              for mode in DETECTORS}
     assert {m: (d.needs_similarities, d.needs_pass_features, d.needs_bank, d.levels) for m, d in needs.items()} == {
         "none": (False, False, False, 1), "ifnd": (False, True, False, 2), "oracle": (False, False, False, 1),
-        "noisy_oracle": (False, False, False, 1), "threshold": (True, False, False, 1)}
+        "noisy_oracle": (False, False, False, 1), "threshold": (True, False, False, 1), "fnc": (False, False, False, 1)}
+    assert {m: d.support_views for m, d in needs.items() if d.support_views} == {"fnc": 2}
     bank = build_detector(_cfg(detection={"mode": "ifnd", "features": "bank", "num_clusters": [2]}), 12, 4, None)
     assert bank.needs_bank and not bank.needs_pass_features and bank.bank.shape == (12, 4)
 

@@ -82,10 +82,15 @@ def resized_crop(image: torch.Tensor, left: int, top: int, right: int, bottom: i
 
 
 class FastViews(Dataset):
-    """``source[i] -> ((uint8 [3,S,S], uint8 [3,S,S]), label, i, params float32 [2, NUM_PARAMS])``."""
+    """``source[i] -> ((uint8 [3,S,S], uint8 [3,S,S]), label, i, params float32 [2, NUM_PARAMS])``.
 
-    def __init__(self, source: Dataset, spec: ViewSpec, seed: int = 0):
-        self.source, self.spec, self.seed = source, spec, seed
+    With ``support_views`` > 0, that many more crops and parameter rows follow (a detector's support views),
+    drawn from the stream ``("support", epoch, index)``; the training views' draws stay those of 0 support views
+    (a JPEG is decoded at the reduction that every crop allows, support crops included).
+    """
+
+    def __init__(self, source: Dataset, spec: ViewSpec, seed: int = 0, support_views: int = 0):
+        self.source, self.spec, self.seed, self.support_views = source, spec, seed, support_views
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,12 +102,14 @@ class FastViews(Dataset):
 
     def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, int, torch.Tensor]:
         rng = np.random.default_rng(derive_seed(self.seed, "views", self.epoch, index))
+        support_rng = np.random.default_rng(derive_seed(self.seed, "support", self.epoch, index))
         spec = self.spec
+        draws = [rng] * 2 + [support_rng] * self.support_views  # the generator of each view
 
         def crops(image: Image.Image, path: Path | str = "") -> list[torch.Tensor]:
-            """The two crop boxes, drawn from the image's size, decoded (reduced where they allow) and resized."""
+            """The crop boxes, drawn from the image's size, decoded (reduced where they allow) and resized."""
             width, height = image.size
-            boxes = [crop_box(rng, width, height, spec.min_scale) for _ in range(2)]
+            boxes = [crop_box(r, width, height, spec.min_scale) for r in draws]
             whole = decode_rgb(image, draft_reduction(boxes, spec.size), path)
             fx, fy = whole.shape[3] / width, whole.shape[2] / height
             return [resized_crop(whole, round(x * fx), round(y * fy), round((x + w) * fx), round((y + h) * fy),
@@ -113,8 +120,10 @@ class FastViews(Dataset):
         else:
             image, label = self.source[index]
             views = crops(image)
-        params = torch.from_numpy(draw_params(rng, spec, len(views)))
-        return views, label, index, params
+        params = draw_params(rng, spec, 2)
+        if self.support_views:
+            params = np.concatenate([params, draw_params(support_rng, spec, self.support_views)])
+        return views, label, index, torch.from_numpy(params)
 
 
 @dataclass
@@ -129,11 +138,21 @@ class TrainViews:
 
     def to_device(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """A loader batch's two views ``[B, 3, S, S]`` on ``device``, augmented there on the fast path."""
-        x1, x2 = (x.to(device, non_blocking=True) for x in batch[0])
+        x1, x2 = (self._view(batch, v, device) for v in range(2))
+        return x1, x2
+
+    def support_to_device(self, batch: Any, device: torch.device) -> torch.Tensor | None:
+        """A loader batch's support views ``[B, S, 3, S, S]`` on ``device`` (after the two training views), or
+        None when the dataset makes none."""
+        count = len(batch[0]) - 2
+        return torch.stack([self._view(batch, 2 + v, device) for v in range(count)], 1) if count else None
+
+    def _view(self, batch: Any, view: int, device: torch.device) -> torch.Tensor:
+        """View ``view`` of a loader batch, ``[B, 3, S, S]`` on ``device`` (augmented there on the fast path)."""
+        x = batch[0][view].to(device, non_blocking=True)
         if self.augment is None:
-            return x1, x2
-        params = batch[3].to(device, non_blocking=True)  # [B, 2, NUM_PARAMS]
-        return self.augment(x1, params[:, 0]), self.augment(x2, params[:, 1])
+            return x
+        return self.augment(x, batch[3][:, view].to(device, non_blocking=True))
 
 
 def fast_path(augment_device: str, device: torch.device) -> bool:
@@ -141,13 +160,14 @@ def fast_path(augment_device: str, device: torch.device) -> bool:
     return augment_device == "cuda" or (augment_device == "auto" and device.type == "cuda")
 
 
-def build_train_views(cfg: Any, source: Dataset, device: torch.device, transform: type) -> TrainViews:
+def build_train_views(cfg: Any, source: Dataset, device: torch.device, transform: type,
+                      support_views: int = 0) -> TrainViews:
     """The views ``augment.device`` asks for (see the module docstring), with the strengths of the method's
-    lightly ``transform`` class."""
+    lightly ``transform`` class, and ``support_views`` more per image where a detector asks for them."""
     if fast_path(cfg.augment.device, device):
         spec = ViewSpec.from_config(cfg, transform)
-        return TrainViews(FastViews(source, spec, cfg.seed), DeviceAugment(spec))
+        return TrainViews(FastViews(source, spec, cfg.seed, support_views), DeviceAugment(spec))
     if cfg.augment.solarize_prob > 0:
         raise ConfigError(f"augment.solarize_prob={cfg.augment.solarize_prob} needs the fast path: "
                           "set augment.device=cuda (or auto on a GPU), or augment.solarize_prob=0")
-    return TrainViews(IndexedViews(source, build_view_transform(cfg, transform), seed=cfg.seed), None)
+    return TrainViews(IndexedViews(source, build_view_transform(cfg, transform), cfg.seed, support_views), None)

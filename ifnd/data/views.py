@@ -50,12 +50,18 @@ def build_eval_transform(image_size: int, normalize: bool = True, resize: int = 
 
 
 class IndexedViews(Dataset):
-    """``source[i] -> (views, label, i)`` with per-sample seeded augmentation."""
+    """``source[i] -> (views, label, i)`` with per-sample seeded augmentation.
 
-    def __init__(self, source: Dataset, transform: Callable, seed: int = 0):
+    With ``support_views`` S > 0, ``views`` holds S more (a detector's support views, FNC's): further calls of
+    ``transform``, seeded from the stream ``("support", epoch, index, call)``, so that the two training views
+    stay those of S = 0.
+    """
+
+    def __init__(self, source: Dataset, transform: Callable, seed: int = 0, support_views: int = 0):
         self.source = source
         self.transform = transform
         self.seed = seed
+        self.support_views = support_views
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -68,7 +74,17 @@ class IndexedViews(Dataset):
     def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int, int]:
         image, label = self.source[index]
         views = seeded_call(derive_seed(self.seed, "views", self.epoch, index), self.transform, image)
+        if self.support_views:
+            views = [*views, *self._support(image, index)]
         return views, label, index
+
+    def _support(self, image: Any, index: int) -> list[torch.Tensor]:
+        """The ``support_views`` support views of sample ``index`` (the transform gives a list of views per call)."""
+        support: list[torch.Tensor] = []
+        while len(support) < self.support_views:
+            support.extend(seeded_call(derive_seed(self.seed, "support", self.epoch, index, len(support)),
+                                       self.transform, image))
+        return support[:self.support_views]
 
 
 class IndexedImages(Dataset):

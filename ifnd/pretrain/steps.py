@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ifnd.falseneg.bayes import FNESampler
-from ifnd.falseneg.detectors import Detector
+from ifnd.falseneg.detectors import Detector, SupportViews
 from ifnd.losses import moco_layout, simclr_layout
 from ifnd.models.contrastive import MoCoModel
 from ifnd.models.ring_buffer import IdRingBuffer
@@ -31,11 +32,13 @@ class StepOutput:
     fn_masks: torch.Tensor | None  # [L, A, M] bool, detected per level (None: no detection yet)
 
 
-def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any, objective: Objective) -> StepOutput:
+def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any, objective: Objective,
+                model: nn.Module | None = None, support: torch.Tensor | None = None) -> StepOutput:
     """``objective`` (NT-Xent) over the 2N (x world size) views; false negatives masked per level.
 
     ``forward`` is the model (or its DDP wrapper); both views go through it as one
-    batch ``[2B, 3, S, S]`` (one forward per step, as DDP requires).
+    batch ``[2B, 3, S, S]`` (one forward per step, as DDP requires). A detector's support
+    views ``[B, V, 3, S, S]`` go through ``model`` (unwrapped) without gradient, while it is active.
     """
     z1, z2 = forward(torch.cat([x1, x2])).chunk(2)
     all_z1, all_z2, all_ids = dist.gather_with_grad(z1), dist.gather_with_grad(z2), dist.gather(ids)
@@ -43,9 +46,30 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any, ob
     rows = dist.local_rows(2, z1.shape[0])  # this rank's anchors among the 2N x world rows
     logits, positive, exclude, anchor_ids = logits[rows], positive[rows], exclude[rows], ids2[rows]
     sims = logits.detach() * cfg.simclr.temperature if detector.needs_similarities else None
-    masks = detector.masks(anchor_ids, ids2, sims)
+    views = None
+    if detector.support_views and detector.active:
+        views = support_embeddings(model, support, z1, z2, torch.cat([all_z1, all_z2]))
+    masks = detector.masks(anchor_ids, ids2, sims, views)
     loss = objective(logits, detector.loss_masks(positive, masks, exclude))
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
+
+
+@torch.no_grad()
+def support_embeddings(model: nn.Module | None, support: torch.Tensor | None, z1: torch.Tensor, z2: torch.Tensor,
+                       candidates: torch.Tensor) -> SupportViews:
+    """The :class:`SupportViews` of SimCLR's anchors (this rank's 2B rows: view 1 then view 2 of each image).
+
+    Each image's set is its training views ``z1, z2 [B, D]`` and ``support [B, V, 3, S, S]`` embedded by
+    ``model`` (in its current mode): ``[2B, 2 + V, D]``, as FNC's code scores with all of an image's views;
+    against ``candidates [M, D]`` (detached here).
+    """
+    if model is None or support is None:
+        raise ValueError("the detector needs support views: the step got no model or no support views "
+                         "(the dataset was built without detector.support_views)")
+    batch, count = support.shape[:2]
+    extra = model(support.flatten(0, 1)).reshape(batch, count, -1)  # [B, V, D]
+    views = torch.cat([z1[:, None], z2[:, None], extra], 1)
+    return SupportViews(torch.cat([views, views]), candidates.detach())
 
 
 def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids, detector: Detector, cfg: Any,

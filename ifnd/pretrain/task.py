@@ -50,8 +50,6 @@ class PretrainTask:
         self.true_labels = source_labels(self.train_src)
         self.device_labels = self.true_labels.to(self.device)  # for the per-step detection diagnostics
         self.method = build_method(cfg, self.device, ctx.rank)
-        # augment.device: the CPU views or the fast path (crops on the CPU, the rest on the device)
-        self.views = build_train_views(cfg, self.train_src, self.device, self.method.transform)
         self.knn_unscored = knn_unscored_reason(self.true_labels, self.test_src is not None)
         if self.knn_unscored and dist.is_main():
             log.warning("the kNN monitor is not scored: %s", self.knn_unscored)
@@ -64,6 +62,10 @@ class PretrainTask:
         self.optimizer = build_optimizer(self.model.parameters(), cfg,
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
+        self.method.check_detector(self.detector)
+        # augment.device: the CPU views or the fast path (crops on the CPU, the rest on the device)
+        self.views = build_train_views(cfg, self.train_src, self.device, self.method.transform,
+                                       self.detector.support_views)
         # the bank in checkpoints: a side file about once per epoch, the rows written since in each checkpoint
         self.bank_file = BankFile(Path(cfg.output_dir) / "checkpoints", self.num_samples) \
             if self.detector.needs_bank else None
@@ -94,10 +96,11 @@ class PretrainTask:
 
     def step(self, batch: Any, epoch: int, step: int) -> torch.Tensor:
         x1, x2 = (x.contiguous(memory_format=self.memory_format) for x in self.views.to_device(batch, self.device))
+        support = self.views.support_to_device(batch, self.device)  # [B, S, 3, H, W] or None
         ids = self.ids = batch[2].to(self.device, non_blocking=True)
         amp = self.cfg.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            self.out = self.method.step(self.model, self.ddp, x1, x2, ids, self.detector, epoch, step)
+            self.out = self.method.step(self.model, self.ddp, x1, x2, ids, self.detector, epoch, step, support)
         return self.out.loss
 
     def after_step(self) -> None:

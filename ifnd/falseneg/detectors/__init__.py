@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from ifnd.config import ConfigError
-from ifnd.falseneg.detectors.base import Detector
+from ifnd.falseneg.detectors.base import Detector, SupportViews
+from ifnd.falseneg.detectors.fnc import FNCDetector
 from ifnd.falseneg.detectors.ifnd import IFNDDetector
 from ifnd.falseneg.detectors.none import NoDetector
 from ifnd.falseneg.detectors.oracle import NoisyOracleDetector, OracleDetector
@@ -24,6 +25,7 @@ DETECTORS: dict[str, type[Detector]] = {
     "oracle": OracleDetector,
     "noisy_oracle": NoisyOracleDetector,
     "threshold": ThresholdDetector,
+    "fnc": FNCDetector,
 }
 
 
@@ -40,4 +42,4 @@ def build_detector(cfg: Any, num_samples: int, embed_dim: int, true_labels: torc
     return DETECTORS[mode].from_config(cfg, num_samples, embed_dim, true_labels)
 
 
-__all__ = ["DETECTORS", "Detector", "build_detector"]
+__all__ = ["DETECTORS", "Detector", "SupportViews", "build_detector"]

@@ -5,7 +5,9 @@ the training loop uses only this interface:
 
 * what it needs: ``needs_similarities`` (the anchor-candidate similarities at :meth:`~Detector.masks`),
   ``needs_pass_features`` (an embedding pass over the training set before a round, of
-  ``pass_embedding``), ``needs_bank`` (the training-pass embeddings, handed to :meth:`~Detector.observe`);
+  ``pass_embedding``), ``needs_bank`` (the training-pass embeddings, handed to :meth:`~Detector.observe`),
+  ``support_views`` (S extra views per image, embedded each step and handed to :meth:`~Detector.masks` as
+  :class:`SupportViews`);
 * when: :meth:`~Detector.start_epoch`, :meth:`~Detector.wants_round`, :meth:`~Detector.run_round`, ``active``;
 * what: :meth:`~Detector.masks` ``[L, B, M]`` and :meth:`~Detector.loss_masks` (its ``detection.loss``
   and ``detection.combine``);
@@ -53,6 +55,14 @@ class LossPolicy:
         return level_masks(positive, masks, exclude, self.loss, self.combine)
 
 
+@dataclass(frozen=True)
+class SupportViews:
+    """The embeddings a detector with ``support_views`` gets each step (unit norm, no gradient)."""
+
+    anchors: torch.Tensor     # [B, V, D] the views of each anchor's image (SimCLR: its 2 training views and S support views)
+    candidates: torch.Tensor  # [M, D] the candidates
+
+
 class Detector:
     """A false-negative detector that detects nothing (the ``none`` mode, and every mode's defaults).
 
@@ -63,6 +73,7 @@ class Detector:
     needs_similarities = False
     needs_pass_features = False
     needs_bank = False
+    support_views = 0  # S, the extra views per image the step embeds for masks (0: none)
     pass_embedding = "head"  # with needs_pass_features: the projection head's output, or "backbone"
 
     def __init__(self, policy: LossPolicy):
@@ -114,10 +125,11 @@ class Detector:
         """Training-pass embeddings ``[B, D]`` of samples ``ids [B]`` (only where ``needs_bank``)."""
         raise RuntimeError(f"{type(self).__name__} keeps no embedding bank")
 
-    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor,
-              sims: torch.Tensor | None = None) -> torch.Tensor | None:
+    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, sims: torch.Tensor | None = None,
+              support: SupportViews | None = None) -> torch.Tensor | None:
         """False-negative masks ``[L, B, M]`` bool of anchors ``[B]`` x candidates ``[M]`` (ids below 0:
-        no sample), or None when nothing is detected; ``sims [B, M]`` where ``needs_similarities``."""
+        no sample), or None when nothing is detected; ``sims [B, M]`` where ``needs_similarities``,
+        ``support`` where ``support_views`` (while :attr:`active`)."""
         return None
 
     def loss_masks(self, positive: torch.Tensor, masks: torch.Tensor | None,
@@ -241,8 +253,8 @@ class TableDetector(Detector):
             stats[f"level{level}/pair_recall"] = counts.recall
         return stats
 
-    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor,
-              sims: torch.Tensor | None = None) -> torch.Tensor | None:
+    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, sims: torch.Tensor | None = None,
+              support: SupportViews | None = None) -> torch.Tensor | None:
         """Pairs with the same accepted label, per level, or None before the first round."""
         if not self.active:
             return None

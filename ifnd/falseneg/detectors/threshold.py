@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ifnd.config import ConfigError
-from ifnd.falseneg.detectors.base import Detector, LossPolicy, detection_settings
+from ifnd.falseneg.detectors.base import Detector, LossPolicy, SupportViews, detection_settings
 from ifnd.falseneg.threshold import AnchorThresholds
 
 
@@ -58,8 +58,8 @@ class ThresholdDetector(Detector):
         """Once the warm-up is over."""
         return self.epoch >= self.settings.warmup_epochs
 
-    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor,
-              sims: torch.Tensor | None = None) -> torch.Tensor | None:
+    def masks(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, sims: torch.Tensor | None = None,
+              support: SupportViews | None = None) -> torch.Tensor | None:
         """Detected pairs ``[1, B, M]`` (None in the warm-up); from the start epoch every call first learns from
         ``sims [B, M]``."""
         if sims is None:

@@ -31,6 +31,7 @@ class Method:
     name: ClassVar[str]
     transform: ClassVar[type]  # lightly's two-view transform (SimCLRTransform, MoCoV2Transform)
     samplers: ClassVar[tuple[str, ...]] = ("none",)  # the negatives.sampler values it supports
+    embeds_support_views: ClassVar[bool] = False  # whether its step embeds a detector's support views
 
     def __init__(self, cfg: Any, device: torch.device, rank: int = 0):
         if cfg.negatives.sampler not in self.samplers:
@@ -50,13 +51,19 @@ class Method:
         the embeddings that clustering sees, ``target_backbone`` the backbone whose features it sees."""
         raise NotImplementedError
 
+    def check_detector(self, detector: Detector) -> None:
+        """A ConfigError when ``detector`` needs what this method's step does not give it (support views)."""
+        if detector.support_views and not self.embeds_support_views:
+            raise ConfigError(f"detection.mode={self.cfg.detection.mode} needs support views, which method={self.name} "
+                              "does not embed: use method=simclr, or another detection.mode")
+
     def start_epoch(self, epoch: int) -> None:
         """The training epoch that begins (at its first step, not on a mid-epoch resume)."""
 
     def step(self, model: nn.Module, forward: Callable, x1: torch.Tensor, x2: torch.Tensor, ids: torch.Tensor,
-             detector: Detector, epoch: int, step: int) -> StepOutput:
+             detector: Detector, epoch: int, step: int, support: torch.Tensor | None = None) -> StepOutput:
         """One step's loss on views ``x1, x2 [B, 3, S, S]`` of samples ``ids [B]``; ``forward`` is ``model`` or its
-        DDP wrapper."""
+        DDP wrapper; ``support [B, V, 3, S, S]``: the detector's support views (where it asks for them)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class MoCo(Method):
             self.fne.start_epoch(epoch)
 
     def step(self, model: nn.Module, forward: Callable, x1: torch.Tensor, x2: torch.Tensor, ids: torch.Tensor,
-             detector: Detector, epoch: int, step: int) -> StepOutput:
+             detector: Detector, epoch: int, step: int, support: torch.Tensor | None = None) -> StepOutput:
         # FNE draws of this step and rank: reproducible on resume, different on each rank
         draws = generator(self.cfg.seed, "draws", epoch, step, self.rank, device=self.device)
         return moco_step(model, forward, self.queue, x1, x2, ids, detector, self.cfg, self.objective, self.fne, draws)

@@ -19,6 +19,7 @@ class SimCLR(Method):
 
     name = "simclr"
     transform = SimCLRTransform
+    embeds_support_views = True
 
     @staticmethod
     def build_model(cfg: Any) -> nn.Module:
@@ -27,5 +28,5 @@ class SimCLR(Method):
         return SimCLRModel(backbone, feat_dim, cfg.model.proj_hidden_dim, cfg.model.proj_dim, cfg.model.norm == "batch")
 
     def step(self, model: nn.Module, forward: Callable, x1: torch.Tensor, x2: torch.Tensor, ids: torch.Tensor,
-             detector: Detector, epoch: int, step: int) -> StepOutput:
-        return simclr_step(forward, x1, x2, ids, detector, self.cfg, self.objective)
+             detector: Detector, epoch: int, step: int, support: torch.Tensor | None = None) -> StepOutput:
+        return simclr_step(forward, x1, x2, ids, detector, self.cfg, self.objective, model, support)
