@@ -7,14 +7,15 @@ import torch.nn.functional as F
 from lightly.transforms import SimCLRTransform
 
 from ifnd.config import ConfigError, resolve
-from ifnd.data.build import build_sources
+from ifnd.data.build import build_sources, train_loader
 from ifnd.data.device_augment import NUM_PARAMS, ViewSpec
-from ifnd.data.fast_views import FastViews
+from ifnd.data.fast_views import FastViews, build_train_views
 from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.detectors import SupportViews, build_detector
 from ifnd.pretrain.steps import support_embeddings
 from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.loop import Engine
+from ifnd.runtime.sampler import ResumableSampler
 
 
 def _detector(**detection):
@@ -84,6 +85,22 @@ def test_support_views_follow_the_training_views_which_stay_those_without_suppor
     crops, _, _, params = fast[5]
     assert len(crops) == 4 and params.shape == (4, NUM_PARAMS)
     assert torch.equal(crops[0], p1) and torch.equal(crops[1], p2) and torch.equal(params[:2], plain_params)
+
+
+@pytest.mark.parametrize("augment_device", ["cpu", "cuda"])  # cuda: the fast path, its device side on the CPU here
+def test_a_batch_moves_its_support_views_to_the_device_beside_unchanged_training_views(tiny_cfg, augment_device):
+    cfg = tiny_cfg(augment={"device": augment_device})
+    train, _ = build_sources(cfg)
+    sampler = ResumableSampler(len(train), 8, seed=0)
+    sampler.set_epoch(0)
+    moved = []
+    for support_views in (0, 2):
+        views = build_train_views(cfg, train, torch.device("cpu"), SimCLRTransform, support_views)
+        batch = next(iter(train_loader(views.dataset, sampler, 0, False)))
+        moved.append((views.to_device(batch, torch.device("cpu")), views.support_to_device(batch, torch.device("cpu"))))
+    (plain, no_support), (pair, support) = moved
+    assert no_support is None and support.shape == (8, 2, 3, 16, 16)
+    assert torch.equal(plain[0], pair[0]) and torch.equal(plain[1], pair[1])
 
 
 def test_simclr_with_fnc_trains_and_reports_detection(tiny_cfg):
