@@ -66,6 +66,22 @@ def test_decode_rgb_reduces_jpegs_by_the_draft_factor(tmp_path):
         assert decode_rgb(image, 2).shape == (1, 3, 30, 40)
 
 
+def test_decode_rgb_of_a_jpeg_file_equals_pils_decode_and_falls_back_where_simplejpeg_refuses(tmp_path):
+    smooth_jpegs(tmp_path, 1, size=(203, 150))
+    path = tmp_path / "c0" / "0.jpg"
+    for reduction in (1, 2, 4, 8):
+        with Image.open(path) as image:
+            fast = decode_rgb(image, reduction, path)  # simplejpeg
+        with Image.open(path) as image:
+            assert torch.equal(fast, decode_rgb(image, reduction))  # PIL (no path)
+    Image.new("CMYK", (40, 30), (0, 50, 100, 0)).save(tmp_path / "cmyk.jpg")
+    with Image.open(tmp_path / "cmyk.jpg") as image:  # simplejpeg refuses CMYK: PIL converts it
+        assert decode_rgb(image, 1, tmp_path / "cmyk.jpg").shape == (1, 3, 30, 40)
+    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:-400])
+    with Image.open(tmp_path / "cut.jpg") as image, pytest.raises(OSError):  # a truncated file: PIL's error
+        decode_rgb(image, 1, tmp_path / "cut.jpg")
+
+
 def test_fast_views_cpu_side_shapes_seeding_and_draft(tmp_path):
     smooth_jpegs(tmp_path, 4, size=(400, 300))
     source = ImageFileDataset.from_folder(str(tmp_path))

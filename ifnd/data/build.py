@@ -44,13 +44,17 @@ def source_labels(source: Dataset) -> torch.Tensor:
 
 
 def train_loader(dataset: Dataset, sampler: ResumableSampler, num_workers: int, pin_memory: bool) -> DataLoader:
-    """Loader over ``dataset`` in the sampler's order, full batches only."""
+    """Loader over ``dataset`` in the sampler's order, full batches only.
+
+    A dataset with a ``collate`` method batches its own samples that way (:class:`~ifnd.data.fast_views.FastViews`:
+    views stacked in their channels-last memory); others by torch's default."""
     return DataLoader(
         dataset,
         batch_size=sampler.batch_size,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        collate_fn=getattr(dataset, "collate", None),
         drop_last=True,
         persistent_workers=False,  # workers must see IndexedViews.set_epoch of each epoch
     )

@@ -71,17 +71,23 @@ class ViewSpec:
 
 
 def draw_params(rng: np.random.Generator, spec: ViewSpec, views: int) -> np.ndarray:
-    """The random parameters of ``views`` views, ``float32 [views, NUM_PARAMS]`` (vectorised: a few draws)."""
-    p = np.zeros((views, NUM_PARAMS), dtype=np.float32)
-    coins = rng.random((views, 5))
-    p[:, [FLIP, JITTER, GRAY, BLUR, SOLARIZE]] = coins < [spec.hflip_prob, spec.cj_prob, spec.gray_prob,
-                                                          spec.blur_prob, spec.solarize_prob]
-    strengths = np.array([spec.brightness, spec.contrast, spec.saturation])
-    p[:, [BRIGHTNESS, CONTRAST, SATURATION]] = rng.uniform(np.maximum(0.0, 1.0 - strengths), 1.0 + strengths,
-                                                           (views, 3))
-    p[:, HUE] = rng.uniform(-spec.hue, spec.hue, views)
-    p[:, ORDER] = rng.permuted(np.tile(np.arange(4), (views, 1)), axis=1)
-    p[:, SIGMA] = rng.uniform(*spec.sigmas, views)
+    """The random parameters of ``views`` views, ``float32 [views, NUM_PARAMS]``.
+
+    One uniform draw ``u [views, NUM_PARAMS]`` is mapped column by column (coins, factors, hue, sigma), and
+    the jitter order is the argsort of four of its columns: a sample pays one generator call and a few
+    column operations (per-column draws and fancy indexing were a twentieth of the fast path's CPU side)."""
+    u = rng.random((views, NUM_PARAMS))
+    p = np.empty((views, NUM_PARAMS), dtype=np.float32)
+    for column, prob in ((FLIP, spec.hflip_prob), (JITTER, spec.cj_prob), (GRAY, spec.gray_prob),
+                         (BLUR, spec.blur_prob), (SOLARIZE, spec.solarize_prob)):
+        p[:, column] = u[:, column] < prob
+    for column, strength in ((BRIGHTNESS, spec.brightness), (CONTRAST, spec.contrast),
+                             (SATURATION, spec.saturation)):  # U[max(0, 1 - s), 1 + s], as ColorJitter
+        low = max(0.0, 1.0 - strength)
+        p[:, column] = low + u[:, column] * (1.0 + strength - low)
+    p[:, HUE] = spec.hue * (2 * u[:, HUE] - 1)
+    p[:, ORDER] = u[:, ORDER].argsort(axis=1)  # a uniformly random permutation of 0..3
+    p[:, SIGMA] = spec.sigmas[0] + u[:, SIGMA] * (spec.sigmas[1] - spec.sigmas[0])
     return p
 
 
