@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ifnd.config import ConfigError, resolve
+from ifnd.falseneg.detectors import build_detector
 from ifnd.falseneg.diagnostics import table_pair_counts
 from ifnd.falseneg.guard import GuardLevel, guard_round
 from ifnd.falseneg.precision_estimate import PrecisionEstimator
@@ -81,3 +83,16 @@ def test_a_guarded_run_logs_signals_and_estimates_per_level(tiny_cfg):
     assert round_["round/guard_abstain"] == 1.0  # nothing clears precision 1.0: no pair is removed
     assert round_["round/level0/pair_precision"] == 0.0
     assert json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["fn_recall"] == 0.0
+
+
+def test_a_guard_that_cannot_read_the_whole_round_is_refused_at_start_up():
+    def detector(backend: str):
+        cfg = resolve({"train": {"epochs": 10},
+                       "detection": {"mode": "ifnd", "num_clusters": [3], "guard": True, "kmeans_backend": backend}})
+        return build_detector(cfg, 60, 8, None)
+
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match="detection.guard=false or detection.kmeans_backend=faiss"):
+        detector("torch").check_run(cpu, 2)  # rounds sharded over 2 ranks
+    detector("torch").check_run(cpu, 1)  # one process holds every row
+    detector("faiss").check_run(cpu, 2)  # rank 0 clusters every row

@@ -63,6 +63,7 @@ class PretrainTask:
                                          scaled_lr(cfg.train.lr, global_batch, cfg.train.lr_scaling))
         self.detector = build_detector(cfg, self.num_samples, cfg.model.proj_dim, self.true_labels)
         self.method.check_detector(self.detector)
+        self.detector.check_run(self.device, ctx.world)
         # augment.device: the CPU views or the fast path (crops on the CPU, the rest on the device)
         self.views = build_train_views(cfg, self.train_src, self.device, self.method.transform,
                                        self.detector.support_views)

@@ -114,6 +114,10 @@ class Detector:
         """Whether every rank runs :meth:`run_round` on its own shard (else rank 0 runs it and broadcasts)."""
         return False
 
+    def check_run(self, device: torch.device, world_size: int) -> None:
+        """A ConfigError at start-up when a run on ``device`` with ``world_size`` processes cannot honour
+        this detector's settings."""
+
     def run_round(self, epoch: int, features: torch.Tensor | None = None, ids: torch.Tensor | None = None,
                   device: torch.device | None = None) -> dict[str, float]:
         """A round before epoch ``epoch`` on ``features [N, D]`` (``needs_pass_features``), or on this rank's
@@ -230,14 +234,16 @@ class TableDetector(Detector):
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):  # accepted where they were computed
             self.labels[level] = accept_most_confident(assign, conf, self.share, per_cluster).cpu()
         assignments = [assign.cpu() for assign in assignments]
-        review = self.review(epoch, assignments, previous)
+        review = self.review(epoch, features, assignments, previous)
         self.last_round = epoch
         self._device_labels = None
         return {**self._round_stats(assignments), **review}
 
-    def review(self, epoch: int, assignments: list[torch.Tensor], previous: torch.Tensor | None) -> dict[str, float]:
+    def review(self, epoch: int, features: torch.Tensor | None, assignments: list[torch.Tensor],
+               previous: torch.Tensor | None) -> dict[str, float]:
         """After a round's acceptance: a subclass may withdraw labels from :attr:`labels` (the guard); returns
-        its statistics. ``assignments``: per level ``[N]``; ``previous``: the last round's table ``[L, N]`` or None."""
+        its statistics. ``features``: the round's ``[N, D]`` as :meth:`run_round` got them (None: the bank's);
+        ``assignments``: per level ``[N]``; ``previous``: the last round's table ``[L, N]`` or None."""
         return {}
 
     def _round_stats(self, assignments: list[torch.Tensor]) -> dict[str, float]:

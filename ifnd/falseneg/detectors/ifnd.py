@@ -70,7 +70,6 @@ class IFNDDetector(TableDetector):
         self.bank = torch.zeros(num_samples, embed_dim) if self.needs_bank else None
         self.bank_filled = torch.zeros(num_samples, dtype=torch.bool) if self.needs_bank else None
         self.guard = guard
-        self._round_features: torch.Tensor | None = None  # the round's clustered features, for the guard
 
     @classmethod
     def from_config(cls, cfg: Any, num_samples: int, embed_dim: int,
@@ -96,6 +95,13 @@ class IFNDDetector(TableDetector):
         """The torch backend runs on every rank over its own rows (no rank gathers the features)."""
         return self.kmeans_backend(device) == "torch"
 
+    def check_run(self, device: torch.device, world_size: int) -> None:
+        """The guard reads the whole round's features on one process: not with rounds sharded over ranks."""
+        if self.guard is not None and world_size > 1 and self.shards_rounds(device):
+            raise ConfigError("detection.guard reads the whole round's features on one process: with several "
+                              "processes and the torch k-means backend, set detection.guard=false or "
+                              "detection.kmeans_backend=faiss")
+
     def assign(self, epoch: int, features: torch.Tensor | None, ids: torch.Tensor | None = None,
                device: torch.device | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """k-means of ``features`` (``pass``: ``[N, D]`` in dataset order, or this rank's ``[n, D]`` of ``ids``
@@ -108,8 +114,6 @@ class IFNDDetector(TableDetector):
         s = self.settings
         backend = self.kmeans_backend(features.device if features is not None else device or torch.device("cpu"))
         sharded = backend == "torch" and dist.world_size() > 1
-        # the guard reads every row [N, D] on one process (rows never embedded are not read)
-        self._round_features = None if sharded else (self.bank if features is None else features).float()
         if features is None:
             ids = self.bank_filled.nonzero().squeeze(1)
             ids = ids[dist.rank()::dist.world_size()] if sharded else ids
@@ -122,15 +126,14 @@ class IFNDDetector(TableDetector):
         self.centroids = [level.centroids for level in levels]
         return [level.assignments for level in levels], [level.confidence for level in levels]
 
-    def review(self, epoch: int, assignments: list[torch.Tensor], previous: torch.Tensor | None) -> dict[str, float]:
-        """The guard, when on: signals and estimated precision per level; abstaining levels lose their labels."""
-        features, self._round_features = self._round_features, None
+    def review(self, epoch: int, features: torch.Tensor | None, assignments: list[torch.Tensor],
+               previous: torch.Tensor | None) -> dict[str, float]:
+        """The guard, when on: signals and estimated precision per level on the round's ``features [N, D]``
+        (None: the bank, whose never-embedded rows are unassigned and not read); abstaining levels lose their
+        labels. :meth:`check_run` has refused rounds sharded over ranks, so every row is here."""
         if self.guard is None:
             return {}
-        if features is None or len(features) != self.labels.shape[1]:
-            raise ConfigError("detection.guard reads the whole round's features on one process: with several "
-                              "processes and the torch k-means backend, set detection.guard=false or "
-                              "detection.kmeans_backend=faiss")
+        features = (self.bank if features is None else features).float()
         guarded, report = guard_detector_round(self.guard, epoch, features, assignments, self.labels, self.centroids,
                                                previous)
         self.labels.copy_(guarded)
