@@ -97,6 +97,9 @@ def test_a_run_directory_of_another_config_is_refused(tmp_path):
     other.pop("detection")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
     study_run.check_same_config(spec, "baseline", 0)
+    other["cpu_threads"] = 7  # a key a resume may change (the study continued with another --set cpu_threads)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
+    study_run.check_same_config(spec, "baseline", 0)
 
 
 def test_summary_lists_variants_without_runs_below_the_table(tmp_path):

@@ -24,6 +24,7 @@ from ifnd.itm.train import itm_train
 from ifnd.metrics.knn import knn_accuracy
 from ifnd.pretrain.task import pretrain
 from ifnd.runtime.distributed import pick_device
+from ifnd.runtime.checkpoint import RESUME_MAY_CHANGE
 from ifnd.runtime.loop import TrainingDiverged
 from ifnd.runtime.run import RunDir
 from ifnd.study.itm import itm_row
@@ -93,12 +94,15 @@ def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
 
 def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
     """Refuse a run directory that holds a run of another config (an edited study file, or two study
-    files sharing an ``output_dir`` with different settings): its results would be mislabelled."""
+    files sharing an ``output_dir`` with different settings): its results would be mislabelled. The keys
+    a resume may change (:data:`~ifnd.runtime.checkpoint.RESUME_MAY_CHANGE`, e.g. ``cpu_threads``) may
+    differ here too."""
     path = spec.run_dir(variant, seed) / "config.yaml"
     if not path.is_file():
         return
     saved, wanted = flatten(read_yaml(path, "run config") or {}), flatten(spec.config(variant, seed).to_dict())
-    differ = sorted(key for key in saved.keys() & wanted.keys() if saved[key] != wanted[key])  # keys added since: defaults
+    differ = sorted(key for key in saved.keys() & wanted.keys()  # keys added since: defaults
+                    if key not in RESUME_MAY_CHANGE and saved[key] != wanted[key])
     if differ:
         raise ConfigError(f"{path} was written with another config than the study's {variant!r} seed {seed} "
                           f"({', '.join(f'{k}: {saved[k]!r} vs {wanted[k]!r}' for k in differ[:3])}); restore the "
