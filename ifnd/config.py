@@ -110,7 +110,7 @@ IMAGE_DATA_KEYS: dict[str, Option] = {
     "data.test_root": Option("", "imagefolder: folder of the test split (same layout); filelist: text file of the test list. Empty: no kNN monitor."),
     "data.image_size": Option(32, "Side of the square images fed to the encoder, in pixels."),
     "data.num_workers": Option(2, "DataLoader worker processes (0 = load in the main process)."),
-    "data.on_corrupt": Option("skip", "Unreadable, empty or undecodable image files. skip: dropped at the start-up scan (header check) with a warning count; one that fails to decode when loaded (a truncated JPEG) is replaced by another sample drawn with the seed, named in a warning and counted in metrics.json's undecodable_images. error: fail, naming the file.", ("skip", "error")),
+    "data.on_corrupt": Option("skip", "Empty or undecodable image files. skip: empty files are left out when a folder is indexed (by their size, with a warning count); one that fails to decode when loaded (a truncated JPEG) is replaced by another sample drawn with the seed, named in a warning and counted in metrics.json's undecodable_images. error: fail, naming the file.", ("skip", "error")),
     "data.max_train_samples": Option(0, "Use only the first N training samples (0 = all); for quick runs."),
 }
 AUGMENT_KEYS: dict[str, Option] = {

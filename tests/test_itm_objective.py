@@ -200,6 +200,6 @@ def test_same_seed_and_epoch_give_the_same_draws():
 
 
 def test_memory_smaller_than_a_batch_is_refused():
-    cfg = resolve({"train": {"batch_size": 16}, "negatives": {"memory_size": 8}}, schema=ITM_SCHEMA)
+    cfg = resolve({"train": {"batch_size": 16}, "negatives": {"sampler": "fne", "memory_size": 8}}, schema=ITM_SCHEMA)
     with pytest.raises(ConfigError, match="memory_size"):
         NegativeMining.from_config(cfg)
