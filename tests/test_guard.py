@@ -96,3 +96,10 @@ def test_a_guard_that_cannot_read_the_whole_round_is_refused_at_start_up():
         detector("torch").check_run(cpu, 2)  # rounds sharded over 2 ranks
     detector("torch").check_run(cpu, 1)  # one process holds every row
     detector("faiss").check_run(cpu, 2)  # rank 0 clusters every row
+
+
+@pytest.mark.parametrize("key, value, message", [("guard_min_precision", 1.5, "must lie in"),
+                                                 ("guard_points_per_cluster", 1, "must be >= 2")])
+def test_guard_settings_out_of_range_are_refused_when_the_config_loads(key, value, message):
+    with pytest.raises(ConfigError, match=f"detection.{key}.*{message}"):
+        resolve({"detection": {"mode": "ifnd", "guard": True, key: value}})

@@ -116,16 +116,13 @@ class GuardSettings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "GuardSettings":
-        """From ``detection.guard_*``, ``detection.kmeans_niter`` / ``kmeans_nredo`` and the run's ``seed``."""
+        """From ``detection.guard_*`` (their ranges checked when the config loads), ``detection.kmeans_niter`` /
+        ``kmeans_nredo`` and the run's ``seed``."""
         det = cfg.detection
         try:
             estimator = PrecisionEstimator.load(det.guard_estimator or ESTIMATOR_FILE)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"detection.guard_estimator: {err}") from err
-        if not 0.0 <= det.guard_min_precision <= 1.0:
-            raise ConfigError(f"detection.guard_min_precision must lie in [0, 1], got {det.guard_min_precision}")
-        if det.guard_points_per_cluster < 2:
-            raise ConfigError(f"detection.guard_points_per_cluster must be >= 2, got {det.guard_points_per_cluster}")
         return cls(det.guard_min_precision, det.guard_choose_k, det.guard_points_per_cluster, estimator,
                    det.kmeans_niter, det.kmeans_nredo, cfg.seed)
 
