@@ -26,7 +26,7 @@ import torch
 
 from ifnd.config import ConfigError
 from ifnd.falseneg.precision_estimate import ESTIMATOR_FILE, PrecisionEstimator
-from ifnd.falseneg.reliability import cluster_sizes, level_signals, pair_agreement, restart_assignments
+from ifnd.falseneg.reliability import cluster_sizes, level_signals, ordered_pairs, pair_agreement, restart_assignments
 from ifnd.runtime.seeding import generator as seeded_generator
 
 
@@ -83,7 +83,7 @@ def guard_round(features: torch.Tensor, levels: Sequence[GuardLevel], estimator:
         estimate = float(estimator.predict(signals))
         clears = estimate >= min_precision  # NaN (no pair to judge) never clears
         guarded.append(level.accepted if clears else torch.full_like(level.accepted, -1))
-        kept_pairs.append(float(_pairs(cluster_sizes(level.accepted, len(level.centroids))).sum()) if clears else 0.0)
+        kept_pairs.append(float(ordered_pairs(cluster_sizes(level.accepted, len(level.centroids))).sum()) if clears else 0.0)
         report.update({f"level{index}/sig_{name}": value for name, value in signals.items()})
         report[f"level{index}/est_precision"] = estimate
     if choose_k and any(kept_pairs):
@@ -95,11 +95,6 @@ def guard_round(features: torch.Tensor, levels: Sequence[GuardLevel], estimator:
         report[f"level{index}/guard_abstain"] = float(pairs_kept == 0)
     report["guard_abstain"] = float(not any(kept_pairs))
     return guarded, report
-
-
-def _pairs(sizes: torch.Tensor) -> torch.Tensor:
-    """Ordered pairs ``n (n - 1)`` of clusters of ``sizes [K]``, float64."""
-    return (sizes * (sizes - 1)).double()
 
 
 @dataclass(frozen=True)

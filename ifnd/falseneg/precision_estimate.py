@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import yaml
+from scipy.stats import spearmanr
 
 ESTIMATOR_FILE = Path(__file__).resolve().parents[2] / "configs" / "reliability" / "estimator.yaml"
 """The committed estimator (:meth:`PrecisionEstimator.load` without a path)."""
@@ -104,22 +106,12 @@ class PrecisionEstimator:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two ``[P]`` vectors (average ranks for ties); NaN when either is constant
-    or P < 3, and pairs with a NaN are left out."""
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    keep = ~(torch.isnan(a) | torch.isnan(b))
+    """Spearman rank correlation of two ``[P]`` vectors (scipy's, average ranks for ties); NaN when either is
+    constant or P < 3, and pairs with a NaN are left out."""
+    a, b = torch.as_tensor(a, dtype=torch.float64).numpy(), torch.as_tensor(b, dtype=torch.float64).numpy()
+    keep = ~(np.isnan(a) | np.isnan(b))
     a, b = a[keep], b[keep]
-    if len(a) < 3:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:  # scipy would warn and return NaN
         return math.nan
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denom if denom > 0 else math.nan
-
-
-def _average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..P-1 of ``x [P]``, ties sharing their mean rank."""
-    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
-    first = counts.cumsum(0) - counts
-    return (first.double() + (counts.double() - 1) / 2)[inverse]
+    return float(spearmanr(a, b).statistic)
 

@@ -123,10 +123,15 @@ def _mean_per_cluster(clusters: torch.Tensor, values: torch.Tensor, num_clusters
     return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.nan)).float()
 
 
+def ordered_pairs(sizes: torch.Tensor) -> torch.Tensor:
+    """``[K]`` float64 ordered pairs ``n (n - 1)`` of clusters of ``sizes [K]``."""
+    return (sizes * (sizes - 1)).double()
+
+
 def pair_weighted_mean(per_cluster: torch.Tensor, sizes: torch.Tensor) -> float:
     """Mean of a per-cluster value ``[K]`` weighted by each cluster's ordered pairs ``n (n - 1)``
     (``sizes [K]``); NaN entries and clusters of < 2 are left out; NaN when nothing is left."""
-    weights = (sizes * (sizes - 1)).double() * ~torch.isnan(per_cluster)
+    weights = ordered_pairs(sizes) * ~torch.isnan(per_cluster)
     total = float(weights.sum())
     return float((torch.nan_to_num(per_cluster.double()) * weights).sum() / total) if total > 0 else math.nan
 
