@@ -18,8 +18,9 @@ from ifnd.data.device_augment import (
     BLUR, BRIGHTNESS, CONTRAST, FLIP, GRAY, HUE, JITTER, NUM_PARAMS, ORDER, SATURATION, SIGMA, SOLARIZE,
     DeviceAugment, ViewSpec, draw_params,
 )
-from ifnd.data.fast_views import FastViews, build_train_views, crop_box, decode_rgb, draft_reduction, fast_path
-from ifnd.data.sources import ImageFileDataset
+from ifnd.data.fast_views import (FastViews, build_train_views, crop_box, decode_jpeg, decode_rgb, draft_reduction,
+                                  fast_path, jpeg_size)
+from ifnd.data.sources import DataError, ImageFileDataset
 from ifnd.pretrain.methods import method_class
 from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.checkpoint import load_checkpoint
@@ -66,20 +67,36 @@ def test_decode_rgb_reduces_jpegs_by_the_draft_factor(tmp_path):
         assert decode_rgb(image, 2).shape == (1, 3, 30, 40)
 
 
-def test_decode_rgb_of_a_jpeg_file_equals_pils_decode_and_falls_back_where_simplejpeg_refuses(tmp_path):
+def test_decode_jpeg_equals_pils_decode_and_refuses_what_pil_must_take(tmp_path):
     smooth_jpegs(tmp_path, 1, size=(203, 150))
     path = tmp_path / "c0" / "0.jpg"
-    for reduction in (1, 2, 4, 8):
-        with Image.open(path) as image:
-            fast = decode_rgb(image, reduction, path)  # simplejpeg
-        with Image.open(path) as image:
-            assert torch.equal(fast, decode_rgb(image, reduction))  # PIL (no path)
+    Image.open(path).convert("L").save(tmp_path / "grey.jpg")
+    for file in (path, tmp_path / "grey.jpg"):
+        data = file.read_bytes()
+        assert jpeg_size(data) == (203, 150)
+        for reduction in (1, 2, 4, 8):
+            with Image.open(file) as image:  # PIL's draft and convert
+                assert torch.equal(decode_jpeg(data, 203, 150, reduction), decode_rgb(image, reduction, file))
     Image.new("CMYK", (40, 30), (0, 50, 100, 0)).save(tmp_path / "cmyk.jpg")
-    with Image.open(tmp_path / "cmyk.jpg") as image:  # simplejpeg refuses CMYK: PIL converts it
-        assert decode_rgb(image, 1, tmp_path / "cmyk.jpg").shape == (1, 3, 30, 40)
-    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:-400])
-    with Image.open(tmp_path / "cut.jpg") as image, pytest.raises(OSError):  # a truncated file: PIL's error
-        decode_rgb(image, 1, tmp_path / "cut.jpg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    assert jpeg_size((tmp_path / "cmyk.jpg").read_bytes()) is None  # PIL converts CMYK, as the CPU path does
+    assert jpeg_size((tmp_path / "a.png").read_bytes()) is None and jpeg_size(b"") is None
+    assert decode_jpeg(path.read_bytes()[:-400], 203, 150, 1) is None  # truncated: PIL decodes it or raises
+
+
+def test_fast_views_of_files_pil_can_take_and_of_a_damaged_jpeg(tmp_path):
+    smooth_jpegs(tmp_path, 2, size=(120, 90))
+    Image.new("CMYK", (120, 90), (0, 50, 100, 0)).save(tmp_path / "c0" / "cmyk.jpg")
+    Image.new("RGB", (120, 90), (1, 2, 3)).save(tmp_path / "c1" / "a.png")
+    spec = ViewSpec(32, 0.2, 0.5, 0.8, 0.4, 0.4, 0.4, 0.1, 0.2, 0.5, (0.1, 2.0), 0.0, True)
+    views = FastViews(ImageFileDataset.from_folder(str(tmp_path)), spec, seed=0)
+    for i in range(len(views)):  # two JPEGs by simplejpeg, the CMYK JPEG and the PNG by PIL
+        assert all(v.shape == (3, 32, 32) and v.dtype == torch.uint8 for v in views[i][0])
+    cut = tmp_path / "c0" / "0.jpg"
+    cut.write_bytes(cut.read_bytes()[:-600])
+    damaged = FastViews(ImageFileDataset.from_folder(str(tmp_path), on_corrupt="error"), spec, seed=0)
+    with pytest.raises(DataError, match="0.jpg"):
+        [damaged[i] for i in range(len(damaged))]
 
 
 def test_fast_views_cpu_side_shapes_seeding_and_draft(tmp_path):

@@ -8,7 +8,7 @@ blur 0.5). Each row is measured through our loader with one worker process (``tr
 batch 32): the worker's CPU time per image (``getrusage`` of the exited worker, so other jobs on the
 machine inflate it less than wall time; the slope between two pass lengths, so the worker's start
 is left out), and images/s per core = 1000 / ms. Decode is PIL's open + RGB
-convert (and the fast path's simplejpeg decode) in the main process, the median of per-image CPU times. The device side (the batched
+convert (and the fast path's header read and simplejpeg decode) in the main process, the median of per-image CPU times. The device side (the batched
 augmentation of both views, ``augment.device=cuda``) is timed on CUDA when present, else on the
 CPU and labelled so. ``--compare`` times the colour jitter and blur of one view per image with
 kornia on the whole batch (our device side) against torchvision.transforms.v2, which takes one
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ifnd.config import load_config  # noqa: E402
 from ifnd.data.build import build_sources, train_loader  # noqa: E402
 from ifnd.data.device_augment import NUM_PARAMS, DeviceAugment, ViewSpec, draw_params  # noqa: E402
-from ifnd.data.fast_views import build_train_views, decode_rgb  # noqa: E402
+from ifnd.data.fast_views import build_train_views, decode_jpeg, jpeg_size  # noqa: E402
 from ifnd.pretrain.methods import method_class  # noqa: E402
 from ifnd.runtime.sampler import ResumableSampler  # noqa: E402
 
@@ -79,13 +79,18 @@ def loader_cpu_ms(dataset: torch.utils.data.Dataset, n: int, batch: int = 32) ->
 
 
 def decode_ms(paths: list[Path], fast: bool) -> float:
-    """Median CPU ms of a full-size RGB decode: PIL's open + convert, or (``fast``) the fast path's
-    :func:`~ifnd.data.fast_views.decode_rgb` (simplejpeg for JPEGs)."""
+    """Median CPU ms of a full-size RGB decode: PIL's open + convert, or (``fast``) the fast path's read, header
+    and simplejpeg decode (:func:`~ifnd.data.fast_views.jpeg_size`, :func:`~ifnd.data.fast_views.decode_jpeg`)."""
     times = []
     for path in paths:
         start = time.process_time()
-        with Image.open(path) as image:
-            decode_rgb(image, 1, path) if fast else image.convert("RGB")
+        data = path.read_bytes() if fast else b""
+        size = jpeg_size(data) if fast else None
+        if size is not None:
+            decode_jpeg(data, *size, 1)
+        else:  # PIL (the fast path's too, for what simplejpeg does not take)
+            with Image.open(path) as image:
+                image.convert("RGB")
         times.append(1000 * (time.process_time() - start))
     return statistics.median(times)
 

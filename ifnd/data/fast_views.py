@@ -17,6 +17,7 @@ the stream ``("views", epoch, index)`` of the run's seed.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from ifnd.runtime.seeding import derive_seed
 
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (lightly keeps torchvision's default)
 DRAFT_REDUCTIONS = (8, 4, 2)  # JPEG decodes at 1/8, 1/4, 1/2 (or full) size
+JPEG_COLORSPACES = ("YCbCr", "RGB", "Gray")  # what simplejpeg decodes to RGB as PIL does
 
 
 def crop_box(rng: np.random.Generator, width: int, height: int, min_scale: float) -> tuple[int, int, int, int]:
@@ -64,22 +66,38 @@ def draft_reduction(boxes: list[tuple[int, int, int, int]], size: int) -> int:
     return next((r for r in DRAFT_REDUCTIONS if smallest / r >= size), 1)
 
 
-def decode_rgb(image: Image.Image, reduction: int, path: Path | str = "") -> torch.Tensor:
-    """``uint8 [1, 3, h, w]`` of an opened image, ``reduction`` times smaller where it is a JPEG (DCT scaling);
-    other modes as :func:`~ifnd.data.sources.to_rgb` converts them (16-bit scaled, ``path`` named in its refusals).
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of a JPEG that :func:`decode_jpeg` takes (YCbCr, RGB or grey), else None
+    (not a JPEG, or CMYK / YCCK, which PIL converts as the CPU path does). simplejpeg reads the header without
+    decoding: a tenth of PIL's ``Image.open`` (``tools/bench_loader.py``)."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (width, height) if colorspace in JPEG_COLORSPACES else None
 
-    A JPEG file is decoded by simplejpeg (libjpeg-turbo straight into a numpy array): the same pixels as PIL's
-    decoder, at about 70% of its CPU time on ImageNet-sized photos (``tools/bench_loader.py``). What simplejpeg
-    refuses (CMYK, a damaged file) falls back to PIL, whose errors the dataset turns into its corrupt-image rule.
+
+def decode_jpeg(data: bytes, width: int, height: int, reduction: int) -> torch.Tensor | None:
+    """``uint8 [1, 3, h, w]`` of a JPEG file's bytes, ``reduction`` times smaller (DCT scaling), or None where
+    simplejpeg refuses them (a damaged file: PIL then decodes it or raises, under the corrupt-image rule).
+
+    simplejpeg decodes with libjpeg-turbo straight into a numpy array: the same pixels as PIL's decoder at about
+    70% of its CPU time on ImageNet-sized photos (``tools/bench_loader.py``). The array is ``[h, w, 3]``, so the
+    tensor comes channels-last, as :func:`resized_crop` wants it.
     """
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=reduction,
+                                        min_width=-(-width // reduction), min_height=-(-height // reduction))
+    except ValueError:
+        return None
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
+
+
+def decode_rgb(image: Image.Image, reduction: int, path: Path | str = "") -> torch.Tensor:
+    """``uint8 [1, 3, h, w]`` of an image opened by PIL, ``reduction`` times smaller where it is a JPEG (PIL's
+    ``draft``); other modes as :func:`~ifnd.data.sources.to_rgb` converts them (16-bit scaled, ``path`` named in
+    its refusals). The path of what :func:`decode_jpeg` does not take, and of sources that hold images."""
     width, height = image.size
-    if image.format == "JPEG" and path:
-        try:
-            pixels = simplejpeg.decode_jpeg(Path(path).read_bytes(), colorspace="RGB", min_factor=reduction,
-                                            min_width=-(-width // reduction), min_height=-(-height // reduction))
-            return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
-        except ValueError:
-            pass
     if reduction > 1:
         image.draft("RGB", (width // reduction, height // reduction))  # PIL then scales by exactly 1 / reduction
     pixels = torch.from_numpy(np.array(image if image.mode == "RGB" else to_rgb(image, path)))  # [h, w, 3]
@@ -117,27 +135,47 @@ class FastViews(Dataset):
         rng = np.random.default_rng(derive_seed(self.seed, "views", self.epoch, index))
         support_rng = np.random.default_rng(derive_seed(self.seed, "support", self.epoch, index)) \
             if self.support_views else None
-        spec = self.spec
         draws = [rng] * 2 + [support_rng] * self.support_views  # the generator of each view
-
-        def crops(image: Image.Image, path: Path | str = "") -> list[torch.Tensor]:
-            """The crop boxes, drawn from the image's size, decoded (reduced where they allow) and resized."""
-            width, height = image.size
-            boxes = [crop_box(r, width, height, spec.min_scale) for r in draws]
-            whole = decode_rgb(image, draft_reduction(boxes, spec.size), path)
-            fx, fy = whole.shape[3] / width, whole.shape[2] / height
-            return [resized_crop(whole, round(x * fx), round(y * fy), round((x + w) * fx), round((y + h) * fy),
-                                 spec.size) for x, y, w, h in boxes]
-
-        if isinstance(self.source, ImageFileDataset):  # files: opened undecoded, so that draft can act
-            views, label = self.source.decoded(index, crops)
+        if isinstance(self.source, ImageFileDataset):  # files: read here, so that a JPEG decodes reduced
+            views, label = self.source.decoded(index, lambda path: self._file_views(path, draws))
         else:
             image, label = self.source[index]
-            views = crops(image)
-        params = draw_params(rng, spec, 2)
+            views = self._image_views(image, draws)
+        params = draw_params(rng, self.spec, 2)
         if self.support_views:
-            params = np.concatenate([params, draw_params(support_rng, spec, self.support_views)])
+            params = np.concatenate([params, draw_params(support_rng, self.spec, self.support_views)])
         return views, label, index, torch.from_numpy(params)
+
+    def _file_views(self, path: Path, draws: list[np.random.Generator]) -> list[torch.Tensor]:
+        """The views of an image file: a JPEG that simplejpeg takes is read once and never opened by PIL."""
+        data = path.read_bytes()
+        size = jpeg_size(data)
+        boxes = self._boxes(*size, draws) if size is not None else None
+        if size is not None and boxes is not None:
+            whole = decode_jpeg(data, *size, draft_reduction(boxes, self.spec.size))
+            if whole is not None:
+                return self._crops(whole, *size, boxes)
+        with Image.open(io.BytesIO(data)) as image:  # PIL decodes it, or raises under the corrupt-image rule
+            return self._image_views(image, draws, path, boxes)
+
+    def _image_views(self, image: Image.Image, draws: list[np.random.Generator], path: Path | str = "",
+                     boxes: list[tuple[int, int, int, int]] | None = None) -> list[torch.Tensor]:
+        """The views of an image opened by PIL (decoded reduced where it is a JPEG and the crops allow), cut at
+        ``boxes`` where they were drawn already, else at boxes drawn now."""
+        boxes = boxes if boxes is not None else self._boxes(*image.size, draws)
+        return self._crops(decode_rgb(image, draft_reduction(boxes, self.spec.size), path), *image.size, boxes)
+
+    def _boxes(self, width: int, height: int, draws: list[np.random.Generator]) -> list[tuple[int, int, int, int]]:
+        """One random-resized crop box per view, in the full image's pixels, from that view's generator."""
+        return [crop_box(r, width, height, self.spec.min_scale) for r in draws]
+
+    def _crops(self, whole: torch.Tensor, width: int, height: int,
+               boxes: list[tuple[int, int, int, int]]) -> list[torch.Tensor]:
+        """``boxes`` (of the ``width`` x ``height`` image) cut from ``whole [1, 3, h, w]``, the image decoded at
+        full or reduced size, each resized to ``uint8 [3, S, S]``."""
+        fx, fy = whole.shape[3] / width, whole.shape[2] / height
+        return [resized_crop(whole, round(x * fx), round(y * fy), round((x + w) * fx), round((y + h) * fy),
+                             self.spec.size) for x, y, w, h in boxes]
 
     @staticmethod
     def collate(samples: list[tuple[list[torch.Tensor], int, int, torch.Tensor]]) -> list[Any]:

@@ -54,6 +54,13 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.D
 MAX_REPLACEMENTS = 100  # undecodable images in a row before giving up
 
 
+def load_rgb(path: Path) -> Image.Image:
+    """The image file at ``path``, decoded and converted as :func:`to_rgb` does."""
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image, path)
+
+
 def to_rgb(image: Image.Image, path: Path | str) -> Image.Image:
     """``image`` as 8-bit RGB.
 
@@ -258,20 +265,19 @@ class ImageFileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return self.decoded(index, lambda image, path: (image.load(), to_rgb(image, path))[1])
+        return self.decoded(index, load_rgb)
 
-    def decoded(self, index: int, decode: Callable[[Image.Image, Path], T]) -> tuple[T, int]:
-        """``decode(opened image, its path)`` of sample ``index``, and its label, under ``data.on_corrupt``.
+    def decoded(self, index: int, decode: Callable[[Path], T]) -> tuple[T, int]:
+        """``decode(path)`` of sample ``index``, and its label, under ``data.on_corrupt``.
 
-        ``decode`` gets the file opened but not decoded (the fast view path asks for a reduced JPEG decode
-        first); a decode error names the file (``error``) or moves to a seeded other sample (``skip``),
-        as in :meth:`__getitem__`."""
+        ``decode`` reads the file itself (the fast view path decodes a JPEG without PIL, reduced where its crops
+        allow); a decode error names the file (``error``) or moves to a seeded other sample (``skip``), as in
+        :meth:`__getitem__`."""
         sample = index
         for attempt in range(MAX_REPLACEMENTS):
             path, label = self.samples[sample]
             try:
-                with Image.open(path) as img:
-                    return decode(img, path), label
+                return decode(path), label
             except DECODE_ERRORS as err:
                 if self.on_corrupt == "error":
                     raise DataError(f"cannot decode image {path} ({err}); remove or repair it, or set "
