@@ -21,6 +21,7 @@ import argparse
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.root)
     if args.generate:
         generate(root, args.generate)
-    base = ["output_dir=/tmp/bench_loader", f"data.root={root}", "data.test_root=", "knn.every=0"]
+    out = tempfile.mkdtemp(prefix="bench_loader_")  # a fresh folder index: a reused one would miss new files
+    base = [f"output_dir={out}", f"data.root={root}", "data.test_root=", "knn.every=0"]
     cpu_cfg = load_config(args.config, [*base, "augment.device=cpu"])
     fast_cfg = load_config(args.config, [*base, "augment.device=cuda"])
     source, _ = build_sources(cpu_cfg)
