@@ -45,6 +45,13 @@ def test_wrong_type_and_choice_are_errors():
         resolve({"detection": {"num_clusters": ["a"]}})
 
 
+@pytest.mark.parametrize("key", ["accept_start", "accept_end"])
+def test_accepted_shares_outside_0_1_are_refused_when_the_config_loads(key):
+    with pytest.raises(ConfigError, match=f"detection.{key}.*must lie in"):
+        resolve({"detection": {"mode": "ifnd", key: 1.5}})
+    assert getattr(resolve({"detection": {"mode": "ifnd", key: 0.0}}).detection, key) == 0.0
+
+
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
