@@ -35,6 +35,9 @@ def test_fit_on_one_setting_and_test_on_the_other_from_points(tmp_path, capsys, 
     out = capsys.readouterr().out
     assert "| stability | +1.000 | +1.000 | " in out
     assert out.strip().splitlines()[-1].endswith("+1.000")  # the out-of-setting rank correlation
+    committed = tool.PrecisionEstimator.load()  # the guard's estimator, scored on each setting as well
+    scores = [tool.evaluate(committed, [p for p in points if p["setting"] == name]) for name in ("a", "b")]
+    assert f"rank correlation: a {scores[0]:+.3f}, b {scores[1]:+.3f}" in out
     saved = tool.PrecisionEstimator.load(tmp_path / "est.yaml")
     assert "stability" in saved.signals and saved.notes["fitted_on"] == "a"
     with pytest.raises(SystemExit):

@@ -266,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--fit-on {fit_on}: not one of the settings {settings}")
     print(f"\nSpearman rank correlation of each signal with the true pair precision of the accepted table\n")
     print(correlation_table(points, settings))
+    if ESTIMATOR_FILE.is_file():  # the estimator the guard uses now, on every setting here
+        committed = PrecisionEstimator.load()
+        print(f"\nthe committed estimator ({' + '.join(committed.signals)}, fitted on "
+              f"{committed.notes.get('fitted_on', '?')}), rank correlation: " + ", ".join(
+                  f"{name} {evaluate(committed, [p for p in points if p['setting'] == name]):+.3f}" for name in settings))
     estimator, in_setting, candidates = fit_best([p for p in points if p["setting"] == fit_on])
     print(f"\nlogistic fits on {fit_on}: in-setting rank correlation, and whether it ranks the hand-made class-"
           "following clusters above nuisance-following ones\n\n| signals | Spearman | scenarios |\n|---|---|---|")
