@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ifnd.data.index import folder_source
 from ifnd.runtime.sampler import ResumableSampler
+from ifnd.runtime.stopping import ignore_stop_signals
 from ifnd.data.sources import (
     DataError,
     ImageFileDataset,
@@ -57,6 +58,7 @@ def train_loader(dataset: Dataset, sampler: ResumableSampler, num_workers: int, 
         collate_fn=getattr(dataset, "collate", None),
         drop_last=True,
         persistent_workers=False,  # workers must see IndexedViews.set_epoch of each epoch
+        worker_init_fn=ignore_stop_signals,
     )
 
 
@@ -74,4 +76,5 @@ def eval_loader(source: Dataset, image_size: int, normalize: bool, batch_size: i
         sampler=indices,
         shuffle=False,
         num_workers=num_workers,
+        worker_init_fn=ignore_stop_signals,
     )

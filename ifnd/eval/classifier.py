@@ -22,6 +22,7 @@ from ifnd.runtime import distributed as dist
 from ifnd.runtime.loop import Context, Engine, LoopSettings
 from ifnd.runtime.run import RunDir
 from ifnd.runtime.sampler import ResumableSampler
+from ifnd.runtime.stopping import ignore_stop_signals
 from ifnd.runtime.schedules import warmup_cosine
 
 
@@ -75,7 +76,8 @@ class ClassifierTask:
         if hasattr(data, "set_epoch"):  # per-sample seeded augmentation (IndexedViews)
             data.set_epoch(epoch)
         return DataLoader(data, batch_size=self.settings.batch_size, sampler=sampler,
-                          num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+                          num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=ignore_stop_signals)
 
     def start_epoch(self, epoch: int, step: int) -> dict[str, Any]:
         self.correct, self.seen = 0, 0

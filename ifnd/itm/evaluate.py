@@ -24,6 +24,7 @@ from ifnd.itm.model import Architecture, ITMModel, build_itm_model
 from ifnd.itm.schema import ITM_SCHEMA
 from ifnd.itm.text import Vocabulary
 from ifnd.runtime.checkpoint import CheckpointError, load_checkpoint
+from ifnd.runtime.stopping import ignore_stop_signals
 
 
 @torch.no_grad()
@@ -33,9 +34,9 @@ def embed_split(model: ITMModel, split: ItmSplit, vocab: Vocabulary, cfg: Any, d
     was_training = model.training
     model.eval()
     images = DataLoader(ImageDataset(split, image_transform(cfg, train=False)), batch_size=batch_size,
-                        num_workers=num_workers)
+                        num_workers=num_workers, worker_init_fn=ignore_stop_signals)
     captions = DataLoader(CaptionDataset(split, vocab), batch_size=batch_size, num_workers=num_workers,
-                          collate_fn=collate_captions)
+                          collate_fn=collate_captions, worker_init_fn=ignore_stop_signals)
     image_emb = torch.cat([model.image_encoder(x.to(device)).float().cpu() for x, _ in images])
     text_emb = torch.cat([model.text_encoder(t.to(device), n).float().cpu() for t, n, _ in captions])
     model.train(was_training)

@@ -39,6 +39,7 @@ from ifnd.itm.text import Vocabulary
 from ifnd.runtime import distributed as dist
 from ifnd.runtime.loop import Context, Engine, LoopSettings
 from ifnd.runtime.sampler import ResumableSampler
+from ifnd.runtime.stopping import ignore_stop_signals
 from ifnd.runtime.schedules import scaled_lr, step_decay
 from ifnd.runtime.seeding import generator
 
@@ -111,7 +112,7 @@ class ITMTask:
         self.pairs.set_epoch(epoch)
         return DataLoader(self.pairs, batch_size=self.cfg.train.batch_size, sampler=sampler,
                           num_workers=self.cfg.data.num_workers, collate_fn=collate_pairs,
-                          pin_memory=self.device.type == "cuda", drop_last=True)
+                          pin_memory=self.device.type == "cuda", drop_last=True, worker_init_fn=ignore_stop_signals)
 
     def start_epoch(self, epoch: int, step: int) -> dict[str, Any]:
         if step == 0:  # a resumed epoch keeps the statistics saved with it

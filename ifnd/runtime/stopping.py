@@ -40,3 +40,18 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of every DataLoader we build: a loader worker ignores SIGTERM / SIGUSR1.
+
+    A scheduler's SIGTERM (SLURM at the time limit, ``kill`` of a process group, a container stop) reaches
+    every process of the job, loader workers included. A worker killed by it makes the main process raise
+    "DataLoader worker ... is killed by signal" at its next batch, before it can stop at the end of the step
+    and write its checkpoint. Ignoring the signals, a worker lives until the main process has stopped
+    gracefully and shuts it down (a worker also exits on its own once its parent is gone). torch installs its
+    own SIGTERM handler in a worker just before this runs, so a signal in the first milliseconds of a worker's
+    life still ends it.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
