@@ -149,9 +149,9 @@ class FastViews(Dataset):
     def _file_views(self, path: Path, draws: list[np.random.Generator]) -> list[torch.Tensor]:
         """The views of an image file: a JPEG that simplejpeg takes is read once and never opened by PIL."""
         data = path.read_bytes()
-        size = jpeg_size(data)
-        boxes = self._boxes(*size, draws) if size is not None else None
-        if size is not None and boxes is not None:
+        size, boxes = jpeg_size(data), None
+        if size is not None:
+            boxes = self._boxes(*size, draws)
             whole = decode_jpeg(data, *size, draft_reduction(boxes, self.spec.size))
             if whole is not None:
                 return self._crops(whole, *size, boxes)
