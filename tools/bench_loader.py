@@ -169,32 +169,35 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.root)
     if args.generate:
         generate(root, args.generate)
-    out = tempfile.mkdtemp(prefix="bench_loader_")  # a fresh folder index: a reused one would miss new files
-    base = [f"output_dir={out}", f"data.root={root}", "data.test_root=", "knn.every=0"]
-    cpu_cfg = load_config(args.config, [*base, "augment.device=cpu"])
-    fast_cfg = load_config(args.config, [*base, "augment.device=cuda"])
-    source, _ = build_sources(cpu_cfg)
-    n = min(args.images, len(source))
-    spec = ViewSpec.from_config(fast_cfg, method_class(fast_cfg).transform)
-    cpu = torch.device("cpu")
-    paths = [Path(source.samples[i][0]) for i in range(n)]
-    print(f"{n} images from {root}, {spec.size} px views of {args.config}; one loader worker, torch 1 thread")
-    print("| stage | CPU ms per image | images/s per core | wall images/s |")
-    print("|---|---|---|---|")
-    for name, fast in (("PIL", False), ("the fast path's: simplejpeg", True)):
-        decode = decode_ms(paths, fast)
-        print(f"| decode ({name}, full size) | {decode:.2f} | {1000 / decode:.0f} | |")
-    transform = method_class(cpu_cfg).transform
-    today, today_wall = loader_cpu_ms(build_train_views(cpu_cfg, source, cpu, transform).dataset, n)
-    print(f"| two views, CPU path (augment.device=cpu) | {today:.2f} | {1000 / today:.0f} | {today_wall:.0f} |")
-    fast, fast_wall = loader_cpu_ms(build_train_views(fast_cfg, source, cpu, transform).dataset, n)
-    print(f"| two views, fast path CPU side (augment.device=cuda) | {fast:.2f} | {1000 / fast:.0f} | {fast_wall:.0f} |")
-    rate, where = device_side(spec, args.batch, args.repeats)
-    print(f"device side (both views, batch {args.batch}, {NUM_PARAMS} parameters per view) on {where}: {rate:.0f} images/s")
-    if args.compare:
-        for name, ms in compare_libraries(spec, min(args.batch, 64), args.repeats):
-            print(f"colour jitter + blur, one view: {name}: {ms:.2f} ms per image")
-    print(f"CPU-side speed-up of the fast path: {today / fast:.1f}x ({today:.2f} -> {fast:.2f} ms per image, both views)")
+    # a fresh folder index each run (a reused one would miss new files), removed afterwards
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as out:
+        base = [f"output_dir={out}", f"data.root={root}", "data.test_root=", "knn.every=0"]
+        cpu_cfg = load_config(args.config, [*base, "augment.device=cpu"])
+        fast_cfg = load_config(args.config, [*base, "augment.device=cuda"])
+        source, _ = build_sources(cpu_cfg)
+        n = min(args.images, len(source))
+        if n < 64:  # the loader's cost is a slope between a pass over n and one over n / 4 images
+            parser.error(f"--images: {n} images are too few to time the loader; use 64 or more (--generate N)")
+        spec = ViewSpec.from_config(fast_cfg, method_class(fast_cfg).transform)
+        cpu = torch.device("cpu")
+        paths = [Path(source.samples[i][0]) for i in range(n)]
+        print(f"{n} images from {root}, {spec.size} px views of {args.config}; one loader worker, torch 1 thread")
+        print("| stage | CPU ms per image | images/s per core | wall images/s |")
+        print("|---|---|---|---|")
+        for name, fast in (("PIL", False), ("the fast path's: simplejpeg", True)):
+            decode = decode_ms(paths, fast)
+            print(f"| decode ({name}, full size) | {decode:.2f} | {1000 / decode:.0f} | |")
+        transform = method_class(cpu_cfg).transform
+        today, today_wall = loader_cpu_ms(build_train_views(cpu_cfg, source, cpu, transform).dataset, n)
+        print(f"| two views, CPU path (augment.device=cpu) | {today:.2f} | {1000 / today:.0f} | {today_wall:.0f} |")
+        fast, fast_wall = loader_cpu_ms(build_train_views(fast_cfg, source, cpu, transform).dataset, n)
+        print(f"| two views, fast path CPU side (augment.device=cuda) | {fast:.2f} | {1000 / fast:.0f} | {fast_wall:.0f} |")
+        rate, where = device_side(spec, args.batch, args.repeats)
+        print(f"device side (both views, batch {args.batch}, {NUM_PARAMS} parameters per view) on {where}: {rate:.0f} images/s")
+        if args.compare:
+            for name, ms in compare_libraries(spec, min(args.batch, 64), args.repeats):
+                print(f"colour jitter + blur, one view: {name}: {ms:.2f} ms per image")
+        print(f"CPU-side speed-up of the fast path: {today / fast:.1f}x ({today:.2f} -> {fast:.2f} ms per image, both views)")
 
 
 if __name__ == "__main__":
