@@ -93,6 +93,13 @@ def cluster_counts_problem(ks: list[int]) -> str | None:
     return None
 
 
+def k_candidates_problem(ks: list[int]) -> str | None:
+    """What is wrong with the candidates of a chosen k (distinct, each >= 2: a silhouette needs two clusters)."""
+    if not ks or any(isinstance(k, bool) or k < 2 for k in ks) or len(set(ks)) != len(ks):
+        return "must be distinct cluster counts k >= 2 (a silhouette needs two clusters)"
+    return None
+
+
 def share_problem(value: float) -> str | None:
     """What is wrong with a share or probability (it must lie in [0, 1]), or None."""
     return None if 0.0 <= value <= 1.0 else "must lie in [0, 1]"
@@ -189,6 +196,9 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.loss": Option("elimination", "Detected false negatives leave the denominator, or become positives.", ("elimination", "attraction")),
     "detection.features": Option("pass", "Cluster an extra centre-crop pass over the training set (pass: more precise detection, measured in docs/results.md) or the embeddings stored during the last epoch (bank: no extra pass).", ("bank", "pass")),
     "detection.num_clusters": Option([30, 60], "k of each granularity level (distinct, each at least 1 and at most the training samples).", item_type=int, check=cluster_counts_problem),
+    "detection.choose_k": Option("none", "ifnd: none (the levels are detection.num_clusters) or silhouette: every round picks k from detection.k_candidates by the best cosine silhouette on detection.k_sample of its features, and clusters at k and 2k (detection.num_clusters is then not used; docs/ifnd.md, 'Choosing k without labels').", ("none", "silhouette")),
+    "detection.k_candidates": Option([5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120], "ifnd with choose_k=silhouette: the ks tried, smallest first, until two in a row score below the best (each at least 2; those with fewer than 10 sampled rows per cluster are skipped).", item_type=int, check=k_candidates_problem),
+    "detection.k_sample": Option(20000, "ifnd with choose_k=silhouette: rows of the round's features (drawn at random, over every rank) on which each candidate k is clustered and scored.", positive=True),
     "detection.hierarchical": Option(False, "Build coarser levels by clustering the finer level's centroids (labels nest)."),
     "detection.warmup_epochs": Option(10, "Epochs of plain training before the first clustering round (the default: a tenth of train.epochs's default, as in the detection study's best configuration)."),
     "detection.cluster_every": Option(1, "Epochs between clustering rounds."),

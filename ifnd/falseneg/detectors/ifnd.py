@@ -5,24 +5,31 @@ or the embeddings stored during training, ``features: bank``), gives every sampl
 and accepts only the most confident share; the share grows over training (``accept_start`` ->
 ``accept_end``). Only ``features: bank`` allocates and checkpoints the ``[N, D]`` bank. With
 ``detection.guard`` a level keeps its labels only where its label-free precision estimate clears
-``detection.guard_min_precision`` (:mod:`ifnd.falseneg.guard`).
+``detection.guard_min_precision`` (:mod:`ifnd.falseneg.guard`). With ``detection.choose_k: silhouette``
+each round picks its two levels from the features instead of ``num_clusters`` (:mod:`ifnd.falseneg.granularity`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ifnd.config import ConfigError
 from ifnd.falseneg.acceptance import centroid_confidence, margin_confidence, softmax_confidence
+from ifnd.falseneg.granularity import choose_levels, usable_candidates
 from ifnd.falseneg.label_round import cluster_levels, resolve_backend
 from ifnd.falseneg.detectors.base import LossPolicy, RoundSchedule, TableDetector, detection_settings
 from ifnd.falseneg.guard import GuardSettings, guard_detector_round
 from ifnd.runtime import distributed as dist
 
 CONFIDENCES = {"margin": margin_confidence, "centroid": centroid_confidence}
+
+
+def _no_confidence(x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
+    """``[n]`` zeros: choosing k reads the assignments only."""
+    return torch.zeros(len(x), device=x.device)
 
 
 @dataclass(frozen=True)
@@ -39,14 +46,23 @@ class KMeansSettings:
     kmeans_nredo: int
     kmeans_init: str
     kmeans_backend: str
+    choose_k: str
+    k_candidates: tuple[int, ...]
+    k_sample: int
 
     @classmethod
     def from_config(cls, cfg: Any) -> "KMeansSettings":
-        return detection_settings(cls, cfg, num_clusters=tuple(cfg.detection.num_clusters))
+        return detection_settings(cls, cfg, num_clusters=tuple(cfg.detection.num_clusters),
+                                  k_candidates=tuple(cfg.detection.k_candidates))
+
+    @property
+    def num_levels(self) -> int:
+        """Levels a round produces: two when k is chosen (``k`` and ``2 k``), else one per ``num_clusters``."""
+        return 2 if self.choose_k == "silhouette" else len(self.num_clusters)
 
 
 class IFNDDetector(TableDetector):
-    """k-means rounds; one level per ``detection.num_clusters`` entry.
+    """k-means rounds; one level per ``detection.num_clusters`` entry (or the two chosen levels).
 
     Args:
         policy, schedule, num_samples, true_labels: see :class:`TableDetector`.
@@ -58,11 +74,17 @@ class IFNDDetector(TableDetector):
                  embed_dim: int, true_labels: torch.Tensor | None, guard: GuardSettings | None = None):
         if settings.embedding == "backbone" and settings.features != "pass":
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
-        too_big = [k for k in settings.num_clusters if k > num_samples]
-        if too_big:
-            raise ConfigError(f"detection.num_clusters={list(settings.num_clusters)}: k={too_big} exceed the "
-                              f"{num_samples} training samples (k-means needs at least k points); lower them")
-        super().__init__(policy, schedule, len(settings.num_clusters), num_samples, true_labels)
+        if settings.choose_k == "silhouette":
+            if not usable_candidates(settings.k_candidates, min(settings.k_sample, num_samples)):
+                raise ConfigError(f"detection.k_candidates={list(settings.k_candidates)}: none leaves 10 of the "
+                                  f"{min(settings.k_sample, num_samples)} sampled rows per cluster; add smaller ks "
+                                  "or raise detection.k_sample")
+        else:
+            too_big = [k for k in settings.num_clusters if k > num_samples]
+            if too_big:
+                raise ConfigError(f"detection.num_clusters={list(settings.num_clusters)}: k={too_big} exceed the "
+                                  f"{num_samples} training samples (k-means needs at least k points); lower them")
+        super().__init__(policy, schedule, settings.num_levels, num_samples, true_labels)
         self.settings = settings
         self.needs_bank = settings.features == "bank"
         self.needs_pass_features = not self.needs_bank
@@ -70,6 +92,7 @@ class IFNDDetector(TableDetector):
         self.bank = torch.zeros(num_samples, embed_dim) if self.needs_bank else None
         self.bank_filled = torch.zeros(num_samples, dtype=torch.bool) if self.needs_bank else None
         self.guard = guard
+        self.chosen: dict[str, float] = {}  # the last round's choice of k, for its report
 
     @classmethod
     def from_config(cls, cfg: Any, num_samples: int, embed_dim: int,
@@ -120,24 +143,42 @@ class IFNDDetector(TableDetector):
             features = self.bank[ids].to(device or "cpu")
         features = features.float()
         ids = torch.arange(len(features)) if ids is None else ids
-        levels = cluster_levels(features, ids, self.labels.shape[1], s.num_clusters, self._confidence, backend=backend,
+        seed = self.schedule.seed + epoch
+        ks = self._choose_levels(features, seed, backend, sharded) if s.choose_k == "silhouette" else s.num_clusters
+        levels = cluster_levels(features, ids, self.labels.shape[1], ks, self._confidence, backend=backend,
                                 hierarchical=s.hierarchical, niter=s.kmeans_niter, nredo=s.kmeans_nredo,
-                                seed=self.schedule.seed + epoch, init=s.kmeans_init, sharded=sharded)
+                                seed=seed, init=s.kmeans_init, sharded=sharded)
         self.centroids = [level.centroids for level in levels]
         return [level.assignments for level in levels], [level.confidence for level in levels]
 
+    def _choose_levels(self, features: torch.Tensor, seed: int, backend: str, sharded: bool) -> tuple[int, int]:
+        """The round's two ks, chosen by silhouette on a sample of ``features [n, D]`` (this rank's when
+        ``sharded``), clustered by the round's own backend; notes the choice for the round's report."""
+        s = self.settings
+
+        def cluster(sample: torch.Tensor, ks: Sequence[int]) -> list[torch.Tensor]:
+            rows = torch.arange(len(sample), device=sample.device)
+            return [level.assignments for level in cluster_levels(
+                sample, rows, len(sample), ks, _no_confidence, backend=backend, niter=s.kmeans_niter,
+                nredo=s.kmeans_nredo, seed=seed, init=s.kmeans_init)]
+
+        ks, scores = choose_levels(features, s.k_candidates, s.k_sample, seed, sharded, cluster)
+        self.chosen = {"chosen_k": float(ks[0]), "chosen_k/silhouette": scores[ks[0]]}
+        return ks
+
     def review(self, epoch: int, features: torch.Tensor | None, assignments: list[torch.Tensor],
                previous: torch.Tensor | None) -> dict[str, float]:
-        """The guard, when on: signals and estimated precision per level on the round's ``features [N, D]``
-        (None: the bank, whose never-embedded rows are unassigned and not read); abstaining levels lose their
-        labels. :meth:`check_run` has refused rounds sharded over ranks, so every row is here."""
+        """The chosen k (with ``choose_k``), and the guard, when on: signals and estimated precision per level on
+        the round's ``features [N, D]`` (None: the bank, whose never-embedded rows are unassigned and not read);
+        abstaining levels lose their labels. :meth:`check_run` has refused rounds sharded over ranks, so every
+        row is here."""
         if self.guard is None:
-            return {}
+            return dict(self.chosen)
         features = (self.bank if features is None else features).float()
         guarded, report = guard_detector_round(self.guard, epoch, features, assignments, self.labels, self.centroids,
                                                previous)
         self.labels.copy_(guarded)
-        return report
+        return {**self.chosen, **report}
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
         if self.settings.confidence == "softmax":
