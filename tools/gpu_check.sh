@@ -8,6 +8,7 @@
 # 3. `ifnd pretrain` end to end on the GPU (MoCo v2 + IFND on the built-in digits: AMP,
 #    channels_last, pinned memory, a clustering round with torch k-means on the GPU), the same
 #    under torchrun with one process (the NCCL process group, the round on every rank's shard),
+#    the same with k chosen by silhouette on the GPU (detection.choose_k),
 #    and `ifnd itm-train` on the built-in captioned digits (image encoder
 #    under bf16 autocast);
 # 4. faiss k-means at ImageNet scale: 1,281,167 x 128, k = 25,000 (tools/bench_kmeans.py), when
@@ -77,6 +78,9 @@ pretrain=(pretrain --config configs/fashion_mnist_moco_ifnd.yaml --set device=cu
 step "pretrain on the GPU" pretrain.md "$py" -m ifnd "${pretrain[@]}" --set output_dir="$out/pretrain"
 step "pretrain, torchrun 1 process (NCCL)" pretrain_torchrun.md "$py" -m torch.distributed.run --standalone \
     --nproc_per_node 1 -m ifnd "${pretrain[@]}" --set output_dir="$out/pretrain_torchrun"
+step "pretrain, torchrun 1 process, k chosen by silhouette" pretrain_choose_k.md "$py" -m torch.distributed.run \
+    --standalone --nproc_per_node 1 -m ifnd "${pretrain[@]}" --set detection.choose_k=silhouette \
+    --set output_dir="$out/pretrain_choose_k"
 step "itm-train on the GPU" itm.md "$py" -m ifnd itm-train --config configs/itm_demo.yaml --set device=cuda \
     --overwrite --set train.epochs=2 --set data.num_workers=4 --set output_dir="$out/itm"
 
