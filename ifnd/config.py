@@ -181,7 +181,7 @@ NEGATIVES_KEYS: dict[str, Option] = {
     "negatives.stats_reset": Option("epoch", "fne: clear the statistics at every epoch's start (the original), or never (running over the whole run; min_positives then counts since the start).", ("epoch", "never")),
 }
 DETECTION_KEYS: dict[str, Option] = {
-    "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; threshold: a learned similarity threshold per anchor (no clustering); fnc: FNC's support views (method=simclr; docs/peers.md); oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "threshold", "fnc", "oracle", "noisy_oracle")),
+    "detection.mode": Option("none", "none: plain contrastive loss; ifnd: k-means pseudo-labels; threshold: a learned similarity threshold per anchor (no clustering); fnc: FNC's support views (docs/peers.md); oracle: true labels (an upper bound); noisy_oracle: true labels degraded to detection.oracle_precision / oracle_recall (the noise map).", ("none", "ifnd", "threshold", "fnc", "oracle", "noisy_oracle")),
     "detection.oracle": Option("scheduled", "oracle and noisy_oracle: full: every true label from the first step (share 1.0, no warm-up; the upper bound of removal); scheduled: IFND's warm-up and accepted-share schedule, over a random subset drawn with the seed (perfect precision at IFND's schedule).", ("full", "scheduled")),
     "detection.oracle_precision": Option(1.0, "noisy_oracle: expected pair precision of the detected false negatives; false detections are pairs of confusable (partner) classes."),
     "detection.oracle_recall": Option(1.0, "noisy_oracle: expected pair recall (share of same-class pairs detected)."),

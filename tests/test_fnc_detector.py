@@ -1,5 +1,5 @@
 """The ``fnc`` detection mode: its masks on hand-made embeddings, the support views of the data path, a tiny
-SimCLR run, and MoCo's refusal."""
+SimCLR run, and MoCo's memory version (the momentum encoder's views against the queue)."""
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from ifnd.data.device_augment import NUM_PARAMS, ViewSpec
 from ifnd.data.fast_views import FastViews, build_train_views
 from ifnd.data.views import IndexedViews, build_view_transform
 from ifnd.falseneg.detectors import SupportViews, build_detector
-from ifnd.pretrain.steps import support_embeddings
+from ifnd.pretrain.steps import momentum_support, support_embeddings
 from ifnd.pretrain.task import PretrainTask
 from ifnd.runtime.loop import Engine
 from ifnd.runtime.sampler import ResumableSampler
@@ -110,7 +110,23 @@ def test_simclr_with_fnc_trains_and_reports_detection(tiny_cfg):
     assert 0.0 < metrics["fn_recall"] <= 1.0  # threshold 0: every anchor flags its top 10
 
 
-def test_moco_with_fnc_is_refused(tiny_cfg):
-    cfg = tiny_cfg(method="moco", detection={"mode": "fnc"})
-    with pytest.raises(ConfigError, match="detection.mode=fnc needs support views.*method=moco"):
-        Engine(cfg, PretrainTask).fit()
+def test_moco_scores_every_view_by_the_momentum_encoder_against_the_queue():
+    class Momentum:
+        def target(self, x: torch.Tensor) -> torch.Tensor:  # "momentum encoder": an image flattened to D = 4
+            return x.flatten(1)
+
+    k1, k2, queue = torch.randn(2, 4), torch.randn(2, 4), torch.randn(5, 4)
+    support = torch.randn(2, 3, 1, 2, 2)
+    views = momentum_support(Momentum(), support, k1, k2, queue)
+    assert views.anchors.shape == (2, 5, 4) and views.candidates.shape == (6, 4)
+    assert torch.equal(views.anchors[:, 0], k1) and torch.equal(views.anchors[:, 1], k2)
+    assert torch.equal(views.anchors[1, 2:], support[1].flatten(1))
+    assert torch.equal(views.candidates[0], torch.zeros(4)) and torch.equal(views.candidates[1:], queue)
+
+
+def test_moco_with_fnc_trains_and_reports_detection(tiny_cfg):
+    cfg = tiny_cfg(method="moco", train={"epochs": 1}, moco={"queue_size": 64},
+                   detection={"mode": "fnc", "warmup_epochs": 0, "fnc_threshold": 0.0})
+    metrics = Engine(cfg, PretrainTask).fit()
+    assert metrics["detection"] == "fnc" and 0.0 <= metrics["fn_precision"] <= 1.0
+    assert 0.0 < metrics["fn_recall"] <= 1.0  # threshold 0: every anchor flags its top 10 of the queue

@@ -55,32 +55,49 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any, ob
 
 
 @torch.no_grad()
+def image_views(encoder: Callable | None, support: torch.Tensor | None, z1: torch.Tensor,
+                z2: torch.Tensor) -> torch.Tensor:
+    """``[B, 2 + V, D]`` every view of each image: its training views' embeddings ``z1, z2 [B, D]`` (detached), then
+    its support views ``support [B, V, 3, S, S]`` embedded by ``encoder`` (in its current mode)."""
+    if encoder is None or support is None:
+        raise ValueError("the detector needs support views: the step got no model or no support views "
+                         "(the dataset was built without detector.support_views)")
+    batch, count = support.shape[:2]
+    extra = encoder(support.flatten(0, 1)).reshape(batch, count, -1)  # [B, V, D]
+    return torch.cat([z1.detach()[:, None], z2.detach()[:, None], extra], 1)
+
+
 def support_embeddings(model: nn.Module | None, support: torch.Tensor | None, z1: torch.Tensor, z2: torch.Tensor,
                        candidates: torch.Tensor) -> SupportViews:
     """The :class:`SupportViews` of SimCLR's anchors (this rank's 2B rows: view 1 then view 2 of each image).
 
     Each image's set is its training views ``z1, z2 [B, D]`` and ``support [B, V, 3, S, S]`` embedded by
-    ``model`` (in its current mode): ``[2B, 2 + V, D]``, as FNC's code scores with all of an image's views;
+    ``model``: ``[2B, 2 + V, D]`` (:func:`image_views`), as FNC's code scores with all of an image's views;
     against ``candidates [M, D]`` (detached here).
     """
-    if model is None or support is None:
-        raise ValueError("the detector needs support views: the step got no model or no support views "
-                         "(the dataset was built without detector.support_views)")
-    batch, count = support.shape[:2]
-    extra = model(support.flatten(0, 1)).reshape(batch, count, -1)  # [B, V, D]
-    views = torch.cat([z1[:, None], z2[:, None], extra], 1)
+    views = image_views(model, support, z1, z2)
     return SupportViews(torch.cat([views, views]), candidates.detach())
 
 
+def momentum_support(model: MoCoModel, support: torch.Tensor | None, k1: torch.Tensor, k2: torch.Tensor,
+                     queue_keys: torch.Tensor) -> SupportViews:
+    """The :class:`SupportViews` of MoCo's anchors, as FNC's memory version: every view of each image by the momentum
+    encoder (its keys ``k1, k2 [B, D]`` and its support views, :func:`image_views`) against MoCo's candidates, a zero
+    row for column 0 (the own key: never flagged) then ``queue_keys [K, D]``."""
+    views = image_views(model.target, support, k1, k2)
+    return SupportViews(views, torch.cat([queue_keys.new_zeros(1, queue_keys.shape[1]), queue_keys]))
+
+
 def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, ids, detector: Detector, cfg: Any,
-              objective: Objective, sampler: FNESampler | None = None,
-              generator: torch.Generator | None = None) -> StepOutput:
+              objective: Objective, sampler: FNESampler | None = None, generator: torch.Generator | None = None,
+              support: torch.Tensor | None = None) -> StepOutput:
     """Symmetric MoCo v2 ``objective`` against the id-keeping queue; the view-1 keys of all ranks are then enqueued.
 
     ``forward`` is ``model`` or its DDP wrapper (queries of both views in one batch);
     the momentum encoder is used through ``model``. With an FNE ``sampler`` past its
     warm-up, queue negatives are re-weighted or sampled (:func:`fne_log_weights`);
-    its statistics are fed with the in-batch query-key similarities every step.
+    its statistics are fed with the in-batch query-key similarities every step. A detector's
+    support views ``[B, V, 3, S, S]`` go through the momentum encoder while it is active (:func:`momentum_support`).
     """
     model.momentum_update(cfg.moco.momentum)
     q1, q2 = forward(torch.cat([x1, x2])).chunk(2)
@@ -89,7 +106,10 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
     # candidate 0 is the own key (id -1: the positive, never a false negative), then the queue
     candidate_ids = torch.cat([ids.new_full((1,), -1), queue_ids])
     sims = F.pad(q1.detach() @ queue_keys.T, (1, 0)) if detector.needs_similarities else None  # [B, 1+K]
-    masks = detector.masks(ids, candidate_ids, sims)
+    views = None
+    if detector.support_views and detector.active:
+        views = momentum_support(model, support, k1, k2, queue_keys)
+    masks = detector.masks(ids, candidate_ids, sims, views)
     if sampler is not None:  # statistics of the global batch: the same on every rank
         sampler.update_stats(dist.gather(q1.detach()) @ dist.gather(k2).T)
     use_fne = sampler is not None and not sampler.in_warmup and len(queue_ids) > 0

@@ -1,9 +1,10 @@
 """``fnc``: FNC's support views (Huynh et al., WACV 2022; code: google-research/fnc). No table and no
 rounds: each step, a candidate is flagged for an anchor when it is among the anchor's
 ``detection.fnc_top_k`` best scores and its score exceeds ``detection.fnc_threshold``, a score being
-its largest similarity to any view of the anchor's image (SimCLR's step: its two training views and
+its largest similarity to any view of the anchor's image (its two training views and
 ``detection.fnc_support_views`` support views; :mod:`ifnd.falseneg.fnc`); detecting once
-``detection.warmup_epochs`` have passed."""
+``detection.warmup_epochs`` have passed. SimCLR scores the model's views against the batch's; MoCo, as
+FNC's memory version, the momentum encoder's views against the queue."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ class MoCo(Method):
     name = "moco"
     transform = MoCoV2Transform
     samplers = ("none", "fne")
+    embeds_support_views = True  # FNC's memory version: through the momentum encoder, against the queue
 
     def __init__(self, cfg: Any, device: torch.device, rank: int = 0):
         super().__init__(cfg, device, rank)
@@ -49,7 +50,8 @@ class MoCo(Method):
              detector: Detector, epoch: int, step: int, support: torch.Tensor | None = None) -> StepOutput:
         # FNE draws of this step and rank: reproducible on resume, different on each rank
         draws = generator(self.cfg.seed, "draws", epoch, step, self.rank, device=self.device)
-        return moco_step(model, forward, self.queue, x1, x2, ids, detector, self.cfg, self.objective, self.fne, draws)
+        return moco_step(model, forward, self.queue, x1, x2, ids, detector, self.cfg, self.objective, self.fne, draws,
+                         support)
 
     def state_dict(self) -> dict[str, Any]:
         return {"queue": self.queue.state_dict(), "fne": self.fne.state_dict() if self.fne is not None else None}
