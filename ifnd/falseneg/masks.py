@@ -141,3 +141,32 @@ def noisy_oracle_mask(anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, lab
     u = pair_uniform(anchors, candidates, seed)
     partner = partners.to(labels.device)[a.clamp(min=0), c.clamp(min=0)]
     return both & (((a == c) & (u < recall)) | (partner & (u < false_rate)))
+
+
+KEEP_PAIRS = ("all", "false_negatives", "true_negatives")
+"""Values of ``detection.keep_pairs``: which of a detector's pairs the loss sees (an ablation with labels)."""
+
+
+def keep_detected_pairs(masks: torch.Tensor, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor,
+                        classes: torch.Tensor, keep: str) -> torch.Tensor:
+    """A detector's ``masks [L, B, M]`` kept to its false negatives (same class) or its true negatives.
+
+    Args:
+        masks: ``[L, B, M]`` bool detected pairs.
+        anchor_ids: ``[B]`` long dataset ids; candidate_ids: ``[M]`` long, -1 for an empty slot.
+        classes: ``[N]`` long true class of every sample.
+        keep: one of :data:`KEEP_PAIRS`: ``all`` returns ``masks``; ``false_negatives`` keeps the pairs of the
+            same class, ``true_negatives`` those of different classes (an empty slot is never kept).
+
+    Returns:
+        ``[L, B, M]`` bool on ``masks``' device.
+    """
+    if keep not in KEEP_PAIRS:
+        raise ValueError(f"keep must be one of {KEEP_PAIRS}, got {keep!r}")
+    if keep == "all":
+        return masks
+    classes = classes.to(masks.device)
+    filled = candidate_ids >= 0
+    same = classes[anchor_ids.to(masks.device)][:, None] == classes[candidate_ids.clamp(min=0).to(masks.device)][None]
+    wanted = (same if keep == "false_negatives" else ~same) & filled.to(masks.device)[None]
+    return masks & wanted[None]

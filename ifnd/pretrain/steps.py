@@ -49,7 +49,7 @@ def simclr_step(forward: Callable, x1, x2, ids, detector: Detector, cfg: Any, ob
     views = None
     if detector.support_views and detector.active:
         views = support_embeddings(model, support, z1, z2, torch.cat([all_z1, all_z2]))
-    masks = detector.masks(anchor_ids, ids2, sims, views)
+    masks = detector.detect(anchor_ids, ids2, sims, views)
     loss = objective(logits, detector.loss_masks(positive, masks, exclude))
     return StepOutput(loss, z1.detach(), anchor_ids, ids2, masks)
 
@@ -109,7 +109,7 @@ def moco_step(model: MoCoModel, forward: Callable, queue: IdRingBuffer, x1, x2, 
     views = None
     if detector.support_views and detector.active:
         views = momentum_support(model, support, k1, k2, queue_keys)
-    masks = detector.masks(ids, candidate_ids, sims, views)
+    masks = detector.detect(ids, candidate_ids, sims, views)
     if sampler is not None:  # statistics of the global batch: the same on every rank
         sampler.update_stats(dist.gather(q1.detach()) @ dist.gather(k2).T)
     use_fne = sampler is not None and not sampler.in_warmup and len(queue_ids) > 0

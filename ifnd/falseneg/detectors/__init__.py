@@ -39,7 +39,9 @@ def build_detector(cfg: Any, num_samples: int, embed_dim: int, true_labels: torc
     mode = cfg.detection.mode
     if mode not in DETECTORS:
         raise ConfigError(f"detection.mode={mode!r} is not a detector; choose one of {', '.join(DETECTORS)}")
-    return DETECTORS[mode].from_config(cfg, num_samples, embed_dim, true_labels)
+    detector = DETECTORS[mode].from_config(cfg, num_samples, embed_dim, true_labels)
+    detector.restrict_pairs(cfg.detection.keep_pairs, true_labels)
+    return detector
 
 
 __all__ = ["DETECTORS", "Detector", "SupportViews", "build_detector"]

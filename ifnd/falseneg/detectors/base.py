@@ -25,7 +25,7 @@ import torch
 from ifnd.config import ConfigError
 from ifnd.falseneg.acceptance import accept_most_confident, accepted_share
 from ifnd.falseneg.diagnostics import nmi, purity, table_pair_counts
-from ifnd.falseneg.masks import false_negative_mask
+from ifnd.falseneg.masks import false_negative_mask, keep_detected_pairs
 from ifnd.losses import LossMasks, level_masks
 
 S = TypeVar("S")
@@ -80,6 +80,26 @@ class Detector:
         self.policy = policy
         self.epoch = 0
         self.share = 0.0  # the accepted share of the last round
+        self.keep_pairs = "all"  # detection.keep_pairs, the ablation that keeps the false or the true negatives
+        self.pair_classes: torch.Tensor | None = None  # [N] true classes, for keep_pairs
+
+    def restrict_pairs(self, keep: str, true_labels: torch.Tensor | None) -> None:
+        """From now on :meth:`detect` keeps only the false negatives or only the true negatives among the
+        detected pairs (``keep``, :data:`~ifnd.falseneg.masks.KEEP_PAIRS`), judged by ``true_labels [N]``."""
+        if keep != "all" and true_labels is None:
+            raise ConfigError(f"detection.keep_pairs={keep} judges the detected pairs by the true labels, which this "
+                              "data set has none of; set detection.keep_pairs=all")
+        self.keep_pairs, self.pair_classes = keep, true_labels
+
+    def detect(self, anchor_ids: torch.Tensor, candidate_ids: torch.Tensor, sims: torch.Tensor | None = None,
+               support: SupportViews | None = None) -> torch.Tensor | None:
+        """What a training step masks: :meth:`masks`, kept to the pairs ``detection.keep_pairs`` names."""
+        masks = self.masks(anchor_ids, candidate_ids, sims, support)
+        if masks is None or self.keep_pairs == "all":
+            return masks
+        if self.pair_classes.device != masks.device:  # moved once, not every step
+            self.pair_classes = self.pair_classes.to(masks.device)
+        return keep_detected_pairs(masks, anchor_ids, candidate_ids, self.pair_classes, self.keep_pairs)
 
     @classmethod
     def from_config(cls, cfg: Any, num_samples: int, embed_dim: int, true_labels: torch.Tensor | None) -> "Detector":
