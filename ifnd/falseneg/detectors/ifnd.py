@@ -18,7 +18,7 @@ import torch
 
 from ifnd.config import ConfigError
 from ifnd.falseneg.acceptance import centroid_confidence, margin_confidence, softmax_confidence
-from ifnd.falseneg.granularity import choose_levels, usable_candidates
+from ifnd.falseneg.granularity import MIN_POINTS_PER_CLUSTER, choose_levels, usable_candidates
 from ifnd.falseneg.label_round import cluster_levels, resolve_backend
 from ifnd.falseneg.detectors.base import LossPolicy, RoundSchedule, TableDetector, detection_settings
 from ifnd.falseneg.guard import GuardSettings, guard_detector_round
@@ -76,7 +76,7 @@ class IFNDDetector(TableDetector):
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
         if settings.choose_k == "silhouette":
             if not usable_candidates(settings.k_candidates, min(settings.k_sample, num_samples)):
-                raise ConfigError(f"detection.k_candidates={list(settings.k_candidates)}: none leaves 10 of the "
+                raise ConfigError(f"detection.k_candidates={list(settings.k_candidates)}: none leaves {MIN_POINTS_PER_CLUSTER} of the "
                                   f"{min(settings.k_sample, num_samples)} sampled rows per cluster; add smaller ks "
                                   "or raise detection.k_sample")
         else:
