@@ -8,7 +8,8 @@ from sklearn.metrics import silhouette_score
 from ifnd.config import ConfigError, resolve
 from ifnd.falseneg.clustering import spherical_kmeans
 from ifnd.falseneg.detectors import build_detector
-from ifnd.falseneg.granularity import choose_k, cosine_silhouette, levels_for, round_sample, usable_candidates
+from ifnd.falseneg.granularity import (
+    choose_k, cosine_silhouette, levels_for, round_sample, sample_rows, usable_candidates)
 
 
 def blobs(k: int, per: int = 20, dim: int = 16, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,3 +124,8 @@ def test_two_gloo_processes_choose_the_same_k_and_table():
     x, _ = blobs(8, per=30)
     (table0, k0), (table1, k1) = run_ranks(_sharded_round, 2, x)
     assert k0 == k1 == 8.0 and torch.equal(table0, table1)
+
+
+def test_round_sample_in_one_process_takes_the_rows_of_sample_rows():
+    x = torch.arange(60.0).view(30, 2)
+    assert torch.equal(round_sample(x, 12, seed=5, sharded=False), x[sample_rows(30, 12, 5)])

@@ -26,7 +26,7 @@ from detection_ceiling import run_features  # noqa: E402  (tools are scripts: th
 from ifnd.config import load_config  # noqa: E402
 from ifnd.falseneg.clustering import spherical_kmeans  # noqa: E402
 from ifnd.falseneg.diagnostics import table_pair_counts  # noqa: E402
-from ifnd.falseneg.granularity import choose_k, cosine_silhouette, levels_for, round_sample  # noqa: E402
+from ifnd.falseneg.granularity import choose_k, cosine_silhouette, levels_for, sample_rows  # noqa: E402
 
 
 def faiss_kmeans(sample: torch.Tensor, ks: Sequence[int]) -> list[torch.Tensor]:
@@ -39,16 +39,16 @@ def curve(run_dir: Path, ks: Sequence[int], sample_size: int) -> list[str]:
     cfg = load_config(run_dir / "config.yaml", ["data.num_workers=0"])
     features, classes = run_features(cfg, run_dir)
     x = features["head"]
-    rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:sample_size]
+    rows = sample_rows(len(x), sample_size, 0)  # the draw of round_sample in one process
     sample, truth = x[rows], classes[rows]
-    assert torch.equal(sample, round_sample(x, sample_size, 0, False))  # the draw a round makes
     lines = [f"{run_dir}: {len(x)} rows, {int(classes.max()) + 1} classes, sample {len(sample)}",
              "| k | silhouette | pair precision | pair recall |", "|---|---|---|---|"]
-    for k, assignments in zip(ks, faiss_kmeans(sample, ks)):
+    by_k = dict(zip(ks, faiss_kmeans(sample, ks)))
+    for k, assignments in by_k.items():
         counts = table_pair_counts(assignments, truth)
         lines.append(f"| {k} | {cosine_silhouette(sample, assignments):.3f} | {counts.precision:.2f} | "
                      f"{counts.recall:.2f} |")
-    chosen, _ = choose_k(sample, ks, faiss_kmeans)
+    chosen, _ = choose_k(sample, ks, lambda _, tried: [by_k[k] for k in tried])  # the clusterings above
     lines.append(f"choose_k: k = {chosen}, levels {list(levels_for(chosen))}")
     return lines
 

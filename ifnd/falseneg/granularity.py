@@ -129,10 +129,14 @@ def round_sample(features: torch.Tensor, size: int, seed: int, sharded: bool) ->
     """
     world = dist.world_size() if sharded else 1
     per_rank = min(size // world, min(dist.all_objects(len(features))) if sharded else len(features))
-    generator = torch.Generator().manual_seed(seed + (dist.rank() if sharded else 0))
-    rows = torch.randperm(len(features), generator=generator)[:per_rank].to(features.device)
+    rows = sample_rows(len(features), per_rank, seed + (dist.rank() if sharded else 0)).to(features.device)
     sample = features[rows].float()
     return dist.gather(sample) if sharded else sample
+
+
+def sample_rows(count: int, size: int, seed: int) -> torch.Tensor:
+    """``[min(size, count)]`` long: distinct random rows of ``count``, drawn with ``seed`` (a round's draw)."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
 
 
 def choose_levels(features: torch.Tensor, candidates: Sequence[int], size: int, seed: int, sharded: bool,
