@@ -7,8 +7,12 @@ accepted share of ``--shares`` (the most confident by softmax confidence, as the
 one calibration point: the signals of :mod:`ifnd.falseneg.reliability` (those a round computes,
 :func:`~ifnd.falseneg.reliability.level_signals`, plus ``view_agreement``, the share of accepted
 samples whose two views fall to the same centroid, and ``level_agreement``, with the clustering at
-the next k of ``--ks``) and the true pair precision of the accepted table. Round-to-round agreement
-needs the rounds of a run and is only logged by the detector, not calibrated here.
+the next k of ``--ks``) and the true pair precision of the accepted table.
+
+In training, from round logs (``--from-rounds``): a run made with ``detection.guard: true`` logs every
+round's signals per level beside the true pair precision of that level's table (``metrics.json``'s
+history); each level of each round is one point (with ``round_agreement``, the agreement with the
+previous round's table, and without ``view_agreement``). No model is loaded.
 
 Runs are grouped into settings (``--setting NAME=RUN_DIR,RUN_DIR``). The table gives each signal's
 Spearman rank correlation with true precision per setting and over all points; then the logistic
@@ -22,6 +26,7 @@ estimator.yaml``). The last line is the out-of-setting rank correlation.
         --setting fmnist=runs/fmnist_e2,runs/fmnist_e6 --fit-on digits \\
         [--ks 5,10,20,40] [--shares 0.3,0.6,1.0] [--restarts 2] [--points points.json] [--save FILE]
     python tools/calibrate_reliability.py --from-points points.json --fit-on digits   # refit only
+    python tools/calibrate_reliability.py --from-rounds h2=RUN,RUN --from-rounds h1=RUN,RUN --fit-on h2
     # or one run at a time: --setting digits=runs/digits_e3 --points d3.json --points-only, then
     # --from-points d3.json --from-points ...
     OMP_NUM_THREADS=1 python tools/calibrate_reliability.py --bench --restarts 5 [--n 20000 --d 128 --k 100]
@@ -64,7 +69,9 @@ from ifnd.runtime.seeding import generator  # noqa: E402
 
 ROUND_SIGNALS = ("stability", "closeness", "margin", "size_entropy", "largest_share")
 """What every detection round computes (:func:`~ifnd.falseneg.reliability.level_signals`): the estimator's candidates."""
-LOGGED_SIGNALS = ROUND_SIGNALS + ("view_agreement", "level_agreement")
+LOGGED_SIGNALS = ROUND_SIGNALS + ("view_agreement", "level_agreement", "round_agreement")
+"""Every signal tabled; a point without one (post hoc points have no previous round, round logs no second
+view) has NaN there, left out of that signal's correlation."""
 
 
 def view_features(cfg: Any, run_dir: Path, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -130,8 +137,29 @@ def run_points(setting: str, run_dir: Path, args: argparse.Namespace) -> list[di
     return points
 
 
+def round_points(setting: str, run_dir: Path) -> list[dict[str, Any]]:
+    """One calibration point per level and round of a finished run's round logs (``metrics.json``'s history,
+    written by a run with ``detection.guard: true``): the signals that round logged and the true pair
+    precision of that level's accepted table (the study's runs keep labels for this). Rounds whose level
+    accepted no pair (no precision) are left out; ``view_agreement`` is NaN (a round embeds one view)."""
+    history = json.loads((run_dir / "metrics.json").read_text()).get("history", [])
+    points = []
+    for entry in history:
+        for level in itertools.count():
+            prefix = f"round/level{level}/"
+            if prefix + "pair_precision" not in entry:
+                break
+            signals = {name: entry.get(f"{prefix}sig_{name}", math.nan) for name in LOGGED_SIGNALS}
+            if math.isnan(entry[prefix + "pair_precision"]) or all(math.isnan(v) for v in signals.values()):
+                continue
+            points.append({"setting": setting, "run": str(run_dir), "embedding": "round", "epoch": entry["epoch"],
+                           "level": level, **signals, "precision": entry[prefix + "pair_precision"]})
+    return points
+
+
 def column(points: Sequence[dict[str, Any]], key: str) -> torch.Tensor:
-    return torch.tensor([float(p[key]) for p in points], dtype=torch.float64)
+    """``[P]`` float64 values of ``key`` (NaN where a point has none)."""
+    return torch.tensor([float(p.get(key, math.nan)) for p in points], dtype=torch.float64)
 
 
 def correlation_table(points: Sequence[dict[str, Any]], settings: Sequence[str]) -> str:
@@ -206,16 +234,18 @@ def bench_guard(n: int, d: int, k: int, niter: int, points_per_cluster: int, rep
     return {"round_s": round_median, "guard_s": guard_median, "share": guard_median / round_median}
 
 
-def parse_settings(texts: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, list[Path]]:
+def parse_settings(texts: Sequence[str], parser: argparse.ArgumentParser,
+                   needs: str = "checkpoints/last.pt") -> dict[str, list[Path]]:
+    """``NAME=RUN_DIR,...`` texts as ``{name: [run dirs]}``, each run dir holding ``needs``."""
     settings = {}
     for text in texts:
         name, _, dirs = text.partition("=")
         runs = [Path(d) for d in dirs.split(",") if d]
         if not name or not runs:
             parser.error(f"--setting {text!r}: use NAME=RUN_DIR[,RUN_DIR...]")
-        missing = [str(r) for r in runs if not (r / "checkpoints" / "last.pt").is_file()]
+        missing = [str(r) for r in runs if not (r / needs).is_file()]
         if missing:
-            parser.error(f"--setting {name}: no checkpoints/last.pt in {missing}; pass finished pretraining runs")
+            parser.error(f"{name}: no {needs} in {missing}; pass finished pretraining runs")
         settings[name] = runs
     return settings
 
@@ -226,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a setting and its finished run directories (repeatable)")
     parser.add_argument("--from-points", action="append", default=[],
                         help="read calibration points from this JSON file (repeatable) as well as from runs")
+    parser.add_argument("--from-rounds", action="append", default=[], metavar="NAME=RUN_DIR,...",
+                        help="a setting and finished runs made with detection.guard=true: their round logs, one "
+                        "point per level and round (repeatable; no model is loaded)")
     parser.add_argument("--points", help="write the calibration points to this JSON file")
     parser.add_argument("--fit-on", help="the setting the estimator is fitted on (default: the first)")
     parser.add_argument("--ks", default="5,10,20,40", help="comma-separated k (default: %(default)s)")
@@ -250,6 +283,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.ks = [int(k) for k in args.ks.split(",")]
     args.shares = [float(s) for s in args.shares.split(",")]
     points = [p for path in args.from_points for p in json.loads(Path(path).read_text())]
+    for name, runs in parse_settings(args.from_rounds, parser, "metrics.json").items():
+        for run_dir in runs:
+            found = round_points(name, run_dir)
+            if not found:
+                parser.error(f"--from-rounds {name}: {run_dir}/metrics.json logs no round signals; pass runs made "
+                             "with detection.guard=true")
+            points += found
     for name, runs in parse_settings(args.setting, parser).items():
         for run_dir in runs:
             points += run_points(name, run_dir, args)
