@@ -84,3 +84,16 @@ def test_from_rounds_fits_on_one_setting_and_refuses_runs_without_signals(tmp_pa
     with pytest.raises(SystemExit):
         tool.main(["--from-rounds", f"a={bare}", "--from-rounds", f"b={runs['b']}"])
     assert "logs no round signals; pass runs made with detection.guard=true" in capsys.readouterr().err
+
+
+def test_one_setting_fits_and_saves_only_with_save(tmp_path, capsys, load_tool):
+    tool = load_tool("calibrate_reliability")
+    entries = [{"epoch": e, **{f"round/level0/sig_{n}": (e * 7 % 5) / 5 for n in tool.ROUND_SIGNALS},
+                "round/level0/sig_margin": e / 10, "round/level0/pair_precision": 0.1 + 0.05 * e} for e in range(8)]
+    run = _round_log(tmp_path / "a", entries)
+    with pytest.raises(SystemExit):
+        tool.main(["--from-rounds", f"a={run}"])
+    assert "need points of at least two settings" in capsys.readouterr().err
+    assert tool.main(["--from-rounds", f"a={run}", "--save", str(tmp_path / "est.yaml")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "fitted on a only: no other setting, no out-of-setting test"
+    assert tool.PrecisionEstimator.load(tmp_path / "est.yaml").notes["fitted_on"] == "a"

@@ -299,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.points_only:
         return 0
     settings = list(dict.fromkeys(p["setting"] for p in points))
-    if len(settings) < 2:
-        parser.error(f"need points of at least two settings to test out of setting, have {settings}")
+    if len(settings) < 2 and not args.save:
+        parser.error(f"need points of at least two settings to test out of setting (or --save to fit on one), "
+                     f"have {settings}")
     fit_on = args.fit_on or settings[0]
     if fit_on not in settings:
         parser.error(f"--fit-on {fit_on}: not one of the settings {settings}")
@@ -320,7 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nestimator fitted on {fit_on}: sigmoid({estimator.intercept:+.3f} "
           + " ".join(f"{w:+.3f} * {n}" for n, w in zip(estimator.signals, estimator.weights)) + ")")
     for name in settings:
-        print(f"  rank correlation on {name}: {evaluate(estimator, [p for p in points if p['setting'] == name]):+.3f}")
+        group = [p for p in points if p["setting"] == name]
+        estimate = estimator.predict({n: column(group, n) for n in estimator.signals})
+        print(f"  rank correlation on {name}: {evaluate(estimator, group):+.3f}; mean estimate "
+              f"{float(estimate.nanmean()):.3f}, mean true precision {float(column(group, 'precision').mean()):.3f}")
+    if len(settings) > 1:
+        print(f"  rank correlation over every point (all settings pooled: one threshold for all): "
+              f"{evaluate(estimator, points):+.3f}")
     for other in (s for s in settings if s != fit_on):  # the other direction(s), for reference
         reverse = fit_best([p for p in points if p["setting"] == other])[0]
         print(f"(fitted on {other} instead: {' + '.join(reverse.signals)}; rank correlation on the others: "
@@ -334,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "spearman_out_of_setting": round(out_of_setting, 4)})
         estimator.save(args.save)
         print(f"saved {args.save}")
+    if not held_out:
+        print(f"fitted on {fit_on} only: no other setting, no out-of-setting test")
+        return 0
     print(f"out-of-setting rank correlation (fit on {fit_on}, tested on {len(held_out)} points of "
           f"{[s for s in settings if s != fit_on]}): {out_of_setting:+.3f}")
     return 0
