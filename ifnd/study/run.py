@@ -67,11 +67,23 @@ def score_encoder(spec: StudySpec, run_dir: Path) -> dict[str, float]:
     return scores
 
 
+def guard_figures(metrics: dict[str, Any]) -> dict[str, float]:
+    """What the guard (``detection.guard``) made of a run's rounds: ``est_precision_end``, its estimated pair
+    precision at the last round (mean over the levels, to set beside the true end precision), and
+    ``guard_abstain_share``, the share of rounds where every level abstained. NaN for a run without a guard."""
+    rounds = [h for h in metrics.get("history", []) if "round/guard_abstain" in h]
+    if not rounds:
+        return {"est_precision_end": math.nan, "guard_abstain_share": math.nan}
+    estimates = [v for k, v in rounds[-1].items() if k.startswith("round/level") and k.endswith("/est_precision")]
+    return {"est_precision_end": sum(estimates) / len(estimates) if estimates else math.nan,
+            "guard_abstain_share": sum(h["round/guard_abstain"] for h in rounds) / len(rounds)}
+
+
 def pretrain_row(spec: StudySpec, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A finished pretraining run's detection figures and encoder scores."""
+    """A finished pretraining run's detection figures (the guard's too) and encoder scores."""
     return dict(fn_precision_mean=metrics["fn_precision_mean"], fn_recall_mean=metrics["fn_recall_mean"],
                 fn_precision_end=metrics["fn_precision"], fn_recall_end=metrics["fn_recall"],
-                **score_encoder(spec, run_dir))
+                **guard_figures(metrics), **score_encoder(spec, run_dir))
 
 
 def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:
@@ -110,9 +122,19 @@ def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
 
 
 def finished_rows(spec: StudySpec) -> list[dict[str, Any]]:
-    """The ``study.json`` row of every run of ``spec`` that has one (status ``done`` or ``diverged``)."""
-    return [json.loads((spec.run_dir(v, s) / "study.json").read_text()) for v, s in spec.runs()
-            if (spec.run_dir(v, s) / "study.json").is_file()]
+    """The ``study.json`` row of every run of ``spec`` that has one (status ``done`` or ``diverged``). A
+    pretraining row written before the guard's figures existed gets them from the run's ``metrics.json``."""
+    rows = []
+    for variant, seed in spec.runs():
+        run_dir = spec.run_dir(variant, seed)
+        if not (run_dir / "study.json").is_file():
+            continue
+        row = json.loads((run_dir / "study.json").read_text())
+        if (spec.task != "itm" and row.get("status") == "done" and "est_precision_end" not in row
+                and (run_dir / "metrics.json").is_file()):
+            row.update(guard_figures(json.loads((run_dir / "metrics.json").read_text())))
+        rows.append(row)
+    return rows
 
 
 def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from ifnd.study.spec import StudySpec
 
 DETECTION = ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_recall_end")
 TIMES = ("epoch_time_s", "round_time_s", "train_time_s")
+GUARD = ("est_precision_end", "guard_abstain_share")
+"""The guard's figures (:func:`ifnd.study.run.guard_figures`): tabled in the leaderboard when a variant has them."""
 
 
 def score_keys(spec: StudySpec) -> list[str]:
@@ -99,14 +101,16 @@ def oracle_variant(spec: StudySpec) -> str | None:
 
 def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """Every variant but the baseline, best share of the oracle gap first: Δ of the first score vs the baseline
-    (mean ± std, per seed), the share of the oracle's mean Δ it reaches, end P / R, and its mean epoch time
-    over the baseline's. Empty without an oracle variant with results."""
+    (mean ± std, per seed), the share of the oracle's mean Δ it reaches, end P / R (and, when a variant ran with
+    the guard, its estimated end P and the share of rounds it abstained), and its mean epoch time over the
+    baseline's. Empty without an oracle variant with results."""
     oracle, key = oracle_variant(spec), score_keys(spec)[0]
     gap, _ = mean_std(paired_differences(rows, oracle, spec.baseline, key).values()) if oracle else (math.nan, 0)
     if math.isnan(gap):
         return ""
     base_time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in rows
                             if r["variant"] == spec.baseline and r.get("status") == "done")
+    guarded = any(not math.isnan(r.get(GUARD[0], math.nan)) for r in rows)
     entries = []
     for variant in spec.variants:
         gains = paired_differences(rows, variant, spec.baseline, key)
@@ -116,11 +120,13 @@ def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
         mean, _ = mean_std(gains.values())
         diff, ratio = _paired(rows, variant, spec.baseline, key)
         time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in done)
+        guard = [_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in GUARD] if guarded else []
         entries.append((mean / gap, [variant, str(len(gains)), diff, ratio, f"{100 * mean / gap:.0f}%",
                                      *(_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in DETECTION[2:]),
-                                     "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
+                                     *guard, "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
     head = (f"| variant | seeds | Δ {score_labels(spec)[0]} vs {spec.baseline} (per seed) | Δ/sd | share of the "
-            f"oracle gap | P end | R end | epoch time / {spec.baseline} |")
+            f"oracle gap | P end | R end | " + ("estimated P end | rounds abstained | " if guarded else "")
+            + f"epoch time / {spec.baseline} |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(entries, key=lambda e: -e[0])]
     return (f"\n## Leaderboard\n\nShare of the oracle gap: mean Δ over the mean Δ of `{oracle}` "
@@ -156,7 +162,8 @@ def write_summary(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
     out = spec.output_dir
     out.mkdir(parents=True, exist_ok=True)
     with (out / "results.csv").open("w", newline="") as handle:
-        columns = ["variant", "seed", "status", *score_keys(spec), *(k for k, _, _ in detail_columns(spec)), *TIMES]
+        columns = ["variant", "seed", "status", *score_keys(spec), *(k for k, _, _ in detail_columns(spec)),
+                   *(GUARD if spec.task != "itm" else ()), *TIMES]
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
         writer.writeheader()
         writer.writerows(rows)
