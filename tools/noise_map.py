@@ -7,9 +7,10 @@ pair precision and recall, ``detection.oracle_precision`` / ``oracle_recall``) a
 (precision and recall 1.0). Every cell is the paired per-seed Δ of the first score against the baseline:
 mean ± sd (each seed), and the mean over the sd of the differences. The break-even precision at a recall
 is where the mean Δ crosses zero going up in precision (linear between the two measured precisions that
-bracket the highest crossing); "< P" when every measured precision gains, "> P" when none does. Cells with
-fewer than ``--min-seeds`` seeds are shown but left out of the break-even. The last line gives the
-break-even at every recall.
+bracket the highest crossing); "< P" when every measured precision gains, "> P" when none does. A mean
+above zero need not be a measurable gain, so the last line gives, at every recall, the lowest precision
+from which every measured precision gains by more than 2 sd of its per-seed differences. Cells with
+fewer than ``--min-seeds`` seeds are shown but left out of both.
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def break_even(means: dict[float, float]) -> tuple[str, float]:
     return "<", ps[0]
 
 
+def measurable_from(cells: dict[float, list[float]], sds: float = 2.0) -> float:
+    """The lowest precision from which every measured precision (``{precision: per-seed Δ}``, at one recall)
+    gains by more than ``sds`` sd of its per-seed differences; NaN when the highest does not."""
+    lowest = math.nan
+    for p in sorted(cells, reverse=True):
+        values = cells[p]
+        mean, sd = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.inf
+        if not mean > sds * sd:
+            break
+        lowest = p
+    return lowest
+
+
 def _cell_text(gains: dict[int, float]) -> str:
     values = [gains[s] for s in sorted(gains)]
     mean = statistics.fmean(values)
@@ -77,9 +91,11 @@ def _cell_text(gains: dict[int, float]) -> str:
     return f"{mean:+.2f} ± {sd:.2f} ({', '.join(f'{v:+.2f}' for v in values)}; {ratio})"
 
 
-def noise_map_table(cells: dict[Cell, dict[int, float]], min_seeds: int) -> tuple[str, dict[float, tuple[str, float]]]:
-    """The markdown grid (precision down, recall across) and the break-even per recall (of cells with at least
-    ``min_seeds`` seeds; the full oracle's recall 1.0 has no break-even of its own)."""
+def noise_map_table(cells: dict[Cell, dict[int, float]],
+                    min_seeds: int) -> tuple[str, dict[float, tuple[str, float]], dict[float, float]]:
+    """The markdown grid (precision down, recall across), the break-even per recall and the lowest precision of a
+    measurable gain per recall (:func:`measurable_from`), both of cells with at least ``min_seeds`` seeds (the
+    full oracle's recall 1.0 has neither)."""
     precisions = sorted({p for p, _ in cells}, reverse=True)
     recalls = sorted({r for _, r in cells})
     lines = ["| precision \\ recall | " + " | ".join(f"{r:g}" for r in recalls) + " |",
@@ -87,9 +103,10 @@ def noise_map_table(cells: dict[Cell, dict[int, float]], min_seeds: int) -> tupl
     for p in precisions:
         lines.append(f"| {p:g} | " + " | ".join(_cell_text(cells[(p, r)]) if (p, r) in cells else "-"
                                                 for r in recalls) + " |")
-    points = {r: {p: statistics.fmean(g.values()) for (p, rr), g in cells.items() if rr == r and len(g) >= min_seeds}
+    points = {r: {p: list(g.values()) for (p, rr), g in cells.items() if rr == r and len(g) >= min_seeds}
               for r in recalls if r < 1.0}
-    return "\n".join(lines), {r: break_even(means) for r, means in points.items()}
+    return ("\n".join(lines), {r: break_even({p: statistics.fmean(v) for p, v in at.items()}) for r, at in points.items()},
+            {r: measurable_from(at) for r, at in points.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     cells = noise_cells(spec, finished_rows(spec))
     if not cells:
         parser.error(f"{args.study}: no finished noisy_oracle or full-oracle runs; run the study first")
-    table, even = noise_map_table(cells, args.min_seeds)
+    table, even, measurable = noise_map_table(cells, args.min_seeds)
     print(f"Δ {score_keys(spec)[0]} vs {spec.baseline}, paired by seed\n\n{table}\n")
     print("break-even precision: " + ", ".join(
         f"recall {r:g} {rel} {p:.2f}" if rel != "?" else f"recall {r:g} not measured ({args.min_seeds}+ seeds)"
         for r, (rel, p) in even.items()))
+    print("measurable gain (> 2 sd) from precision: " + ", ".join(
+        f"recall {r:g} {'none' if math.isnan(p) else f'{p:g}'}" for r, p in measurable.items()))
     return 0
 
 
