@@ -12,8 +12,9 @@ factor (one font of every class) can be as stable and as well separated as a cla
 level's signals see the clusters the nuisance had to split. Per-cluster estimates are not calibrated.
 
 ``min_precision`` belongs at the break-even precision of the noise map (below it removing the
-detected pairs hurts more than it helps); ``detection.guard_min_precision`` defaults to 0.4, where
-the pilot's break-even lies at recall 0.3 (between 0.3 and 0.5; lower at recall 0.9).
+detected pairs hurts more than it helps); ``detection.guard_min_precision`` defaults to 0.4, above
+the precision at which removal lost on H1 (0.3); the break-even depends on the setting (on the pilot
+nothing down to 0.1 loses measurably).
 """
 
 from __future__ import annotations
