@@ -111,6 +111,7 @@ def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     base_time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in rows
                             if r["variant"] == spec.baseline and r.get("status") == "done")
     guarded = any(not math.isnan(r.get(GUARD[0], math.nan)) for r in rows)
+    figures = (*DETECTION[2:], *(GUARD if guarded else ()))  # end P / R, then the guard's when a variant has them
     entries = []
     for variant in spec.variants:
         gains = paired_differences(rows, variant, spec.baseline, key)
@@ -120,10 +121,9 @@ def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
         mean, _ = mean_std(gains.values())
         diff, ratio = _paired(rows, variant, spec.baseline, key)
         time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in done)
-        guard = [_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in GUARD] if guarded else []
         entries.append((mean / gap, [variant, str(len(gains)), diff, ratio, f"{100 * mean / gap:.0f}%",
-                                     *(_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in DETECTION[2:]),
-                                     *guard, "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
+                                     *(_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in figures),
+                                     "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
     head = (f"| variant | seeds | Δ {score_labels(spec)[0]} vs {spec.baseline} (per seed) | Δ/sd | share of the "
             f"oracle gap | P end | R end | " + ("estimated P end | rounds abstained | " if guarded else "")
             + f"epoch time / {spec.baseline} |")
