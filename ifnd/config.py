@@ -219,6 +219,7 @@ DETECTION_KEYS: dict[str, Option] = {
     "detection.guard_min_precision": Option(0.4, "ifnd with guard: the estimated pair precision a level must reach. 0.4: above the precision at which removal lost on H1 (0.3); on the pilot's noise map nothing down to 0.1 loses measurably, and a gain is measurable from 0.3 at recall 0.9 and from 0.8 at recall 0.3 (docs/results.md).", check=share_problem),
     "detection.guard_choose_k": Option(False, "ifnd with guard: keep only the level (k of detection.num_clusters) that keeps the most pairs among those that clear the threshold."),
     "detection.guard_points_per_cluster": Option(10, "ifnd with guard: the stability restart clusters a subsample of this many samples per cluster (its cost: that share of the round's k-means).", check=at_least_two_problem),
+    "detection.guard_labelled_share": Option(0.0, "ifnd with guard: above 0, each level's precision is counted among the labelled pairs of this class-balanced share of the training set (the subset semi-supervised evaluation draws at that share and seed; its class labels are read), instead of the label-free estimator, which does not rank precision out of setting. 0.01 is SimCLR's 1% protocol (at ImageNet scale tens of thousands of pairs per level); small data sets need more (0.1 on 5,000 images). 0: label-free.", check=share_problem),
     "detection.guard_estimator": Option("", "ifnd with guard: YAML file of the precision estimator (empty: configs/reliability/estimator.yaml, fitted by tools/calibrate_reliability.py)."),
 }
 

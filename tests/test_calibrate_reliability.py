@@ -55,7 +55,8 @@ def test_round_logs_give_one_point_per_level_and_round(tmp_path, load_tool):
     tool = load_tool("calibrate_reliability")
     signals = {f"round/level{l}/sig_{name}": 0.1 * (l + 1) for l in (0, 1) for name in tool.ROUND_SIGNALS}
     entries = [{"epoch": 0, "loss": 1.0},  # an epoch without a round
-               {"epoch": 1, **signals, "round/level0/pair_precision": 0.3, "round/level1/pair_precision": 0.6},
+               {"epoch": 1, **signals, "round/level0/pair_precision": 0.3, "round/level1/pair_precision": 0.6,
+                "round/level0/est_precision": 0.25},
                {"epoch": 2, **signals, "round/level0/sig_round_agreement": 0.9,
                 "round/level0/pair_precision": float("nan"), "round/level1/pair_precision": 0.7}]
     points = tool.round_points("s", _round_log(tmp_path / "run", entries))
@@ -63,6 +64,7 @@ def test_round_logs_give_one_point_per_level_and_round(tmp_path, load_tool):
     assert points[1]["margin"] == pytest.approx(0.2) and points[0]["stability"] == pytest.approx(0.1)
     assert all(p["embedding"] == "round" and p["view_agreement"] != p["view_agreement"] for p in points)  # NaN
     assert points[2]["round_agreement"] != points[2]["round_agreement"]  # level 1 logged none at epoch 2
+    assert points[0]["est_precision"] == 0.25 and points[1]["est_precision"] != points[1]["est_precision"]
 
 
 def test_from_rounds_fits_on_one_setting_and_refuses_runs_without_signals(tmp_path, capsys, load_tool):

@@ -10,6 +10,7 @@ from ifnd.config import ConfigError, resolve
 from ifnd.falseneg.detectors import build_detector
 from ifnd.falseneg.diagnostics import table_pair_counts
 from ifnd.falseneg.guard import GuardLevel, guard_round
+from ifnd.falseneg.labelled_precision import LabelledSubset
 from ifnd.falseneg.precision_estimate import PrecisionEstimator
 from ifnd.falseneg.scenarios import (
     CLASS_FOLLOWING, CLASSES, NUISANCE_FOLLOWING, classes_by_fonts, cluster_with_restart, scenario_signals)
@@ -70,6 +71,45 @@ def test_guard_keeps_clearing_levels_drops_the_others_and_chooses_k():
         guard_round(x, levels, always, 1.5)
 
 
+def test_labelled_pair_precision_counts_the_subsets_pairs_by_hand():
+    accepted = torch.tensor([0, 0, 0, 1, 1, -1, 2])
+    subset = LabelledSubset(torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([7, 7, 8, 8, 8, 8]))
+    # pairs among samples 0-4 sharing a label: (0,1) same class, (0,2) and (1,2) not, (3,4) same class; x2 ordered
+    assert subset.pair_precision(accepted) == (pytest.approx(2 / 4), 8)
+    assert subset.pair_precision(torch.tensor([0, 1, 2, 3, 4, 5, 6]))[1] == 0
+    assert torch.isnan(torch.tensor(subset.pair_precision(torch.full((7,), -1))[0]))
+
+
+def test_a_drawn_subset_is_class_balanced_seeded_and_refuses_an_empty_class():
+    labels = torch.arange(4).repeat_interleave(25)
+    subset = LabelledSubset.draw(labels, 0.2, seed=3)
+    assert torch.equal(torch.bincount(subset.classes), torch.full((4,), 5))
+    assert torch.equal(subset.classes, labels[subset.indices])
+    assert torch.equal(subset.indices, LabelledSubset.draw(labels, 0.2, seed=3).indices)
+    with pytest.raises(ConfigError, match="guard_labelled_share.*a share 0.04 or more"):
+        LabelledSubset.draw(labels, 0.01, seed=0)
+
+
+def test_the_labelled_guard_keeps_class_levels_and_abstains_on_nuisance_levels_whatever_the_signals_say():
+    fooled = PrecisionEstimator(("stability",), (0.0,), 5.0)  # a label-free estimate of 0.99 everywhere
+    for (x, classes), keeps in ((CLASS_SCENARIO, True), (NUISANCE_SCENARIO, False)):
+        subset = LabelledSubset.draw(classes, 0.1, seed=0)  # 9 of the 90 samples of each class
+        labels, report = guard_round(x, [level(x)], fooled, 0.4, generator=torch.Generator().manual_seed(0),
+                                     labelled=subset)
+        assert report["level0/est_pairs"] > 0 and "level0/sig_stability" in report
+        truth = table_pair_counts(level(x).accepted, classes).precision
+        assert report["level0/est_precision"] == pytest.approx(truth, abs=0.15)
+        assert report["guard_abstain"] == (0.0 if keeps else 1.0)
+        assert torch.equal(labels[0], level(x).accepted) if keeps else bool((labels[0] == -1).all())
+
+
+def test_a_guard_reading_labels_needs_labelled_data():
+    cfg = resolve({"detection": {"mode": "ifnd", "num_clusters": [3], "guard": True, "guard_labelled_share": 0.1}})
+    with pytest.raises(ConfigError, match="guard_labelled_share needs the training set's class labels"):
+        build_detector(cfg, 60, 8, None)
+    assert build_detector(cfg, 60, 8, torch.arange(6).repeat(10)).guard.labelled.indices.numel() == 6
+
+
 def test_a_guarded_run_logs_signals_and_estimates_per_level(tiny_cfg):
     cfg = tiny_cfg(method="simclr", train={"epochs": 2},
                    detection={"mode": "ifnd", "num_clusters": [5, 10], "warmup_epochs": 1, "guard": True,
@@ -81,8 +121,17 @@ def test_a_guarded_run_logs_signals_and_estimates_per_level(tiny_cfg):
             <= set(round_)
         assert 0.0 < round_[f"round/level{lv}/est_precision"] < 1.0
     assert round_["round/guard_abstain"] == 1.0  # nothing clears precision 1.0: no pair is removed
-    assert round_["round/level0/pair_precision"] == 0.0
+    assert round_["round/level0/pair_precision"] > 0.0  # the table the guard judged, though it removed nothing
     assert json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["fn_recall"] == 0.0
+
+
+def test_a_run_guarded_by_labels_logs_the_counted_precision(tiny_cfg):
+    cfg = tiny_cfg(method="simclr", train={"epochs": 2},
+                   detection={"mode": "ifnd", "num_clusters": [2], "warmup_epochs": 1, "guard": True,
+                             "guard_labelled_share": 0.5, "guard_min_precision": 0.0})
+    round_ = [h for h in Engine(cfg, PretrainTask).fit()["history"] if "round/accepted_share" in h][0]
+    assert round_["round/level0/est_pairs"] > 0 and round_["round/guard_abstain"] == 0.0
+    assert 0.0 <= round_["round/level0/est_precision"] <= 1.0
 
 
 def test_a_guard_that_cannot_read_the_whole_round_is_refused_at_start_up():
@@ -99,7 +148,8 @@ def test_a_guard_that_cannot_read_the_whole_round_is_refused_at_start_up():
 
 
 @pytest.mark.parametrize("key, value, message", [("guard_min_precision", 1.5, "must lie in"),
-                                                 ("guard_points_per_cluster", 1, "must be >= 2")])
+                                                 ("guard_points_per_cluster", 1, "must be >= 2"),
+                                                 ("guard_labelled_share", -0.1, "must lie in")])
 def test_guard_settings_out_of_range_are_refused_when_the_config_loads(key, value, message):
     with pytest.raises(ConfigError, match=f"detection.{key}.*{message}"):
         resolve({"detection": {"mode": "ifnd", "guard": True, key: value}})

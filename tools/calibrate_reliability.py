@@ -71,7 +71,8 @@ ROUND_SIGNALS = ("stability", "closeness", "margin", "size_entropy", "largest_sh
 """What every detection round computes (:func:`~ifnd.falseneg.reliability.level_signals`): the estimator's candidates."""
 LOGGED_SIGNALS = ROUND_SIGNALS + ("view_agreement", "level_agreement", "round_agreement")
 """Every signal tabled; a point without one (post hoc points have no previous round, round logs no second
-view) has NaN there, left out of that signal's correlation."""
+view) has NaN there, left out of that signal's correlation. The table's last row, ``est_precision``, is the
+estimate the run's guard logged (round logs only): the committed estimator's, or the labelled subset's count."""
 
 
 def view_features(cfg: Any, run_dir: Path, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -153,7 +154,8 @@ def round_points(setting: str, run_dir: Path) -> list[dict[str, Any]]:
             if math.isnan(entry[prefix + "pair_precision"]) or all(math.isnan(v) for v in signals.values()):
                 continue
             points.append({"setting": setting, "run": str(run_dir), "embedding": "round", "epoch": entry["epoch"],
-                           "level": level, **signals, "precision": entry[prefix + "pair_precision"]})
+                           "level": level, **signals, "est_precision": entry.get(prefix + "est_precision", math.nan),
+                           "precision": entry[prefix + "pair_precision"]})
     return points
 
 
@@ -168,7 +170,7 @@ def correlation_table(points: Sequence[dict[str, Any]], settings: Sequence[str])
     groups["all"] = list(points)
     lines = ["| signal | " + " | ".join(f"{name} (n={len(g)})" for name, g in groups.items()) + " |",
              "|" + "---|" * (1 + len(groups))]
-    for signal in LOGGED_SIGNALS:
+    for signal in LOGGED_SIGNALS + ("est_precision",):
         cells = [f"{spearman(column(g, signal), column(g, 'precision')):+.3f}" for g in groups.values()]
         lines.append(f"| {signal} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

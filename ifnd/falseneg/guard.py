@@ -7,6 +7,10 @@ abstains (no pseudo-label: its pairs stay negatives), the round when every level
 ``choose_k`` only the clearing level that keeps the most pairs stays: k is chosen from the signals
 among the candidate levels.
 
+With a labelled subset (``detection.guard_labelled_share``, :mod:`ifnd.falseneg.labelled_precision`)
+a level's estimate is instead the pair precision of its table among the labelled samples, counted,
+not predicted; the signals are still computed and logged.
+
 The estimate is per level, not per cluster: on hand-made points a cluster that follows a nuisance
 factor (one font of every class) can be as stable and as well separated as a class cluster; the
 level's signals see the clusters the nuisance had to split. Per-cluster estimates are not calibrated.
@@ -26,6 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from ifnd.config import ConfigError
+from ifnd.falseneg.labelled_precision import LabelledSubset
 from ifnd.falseneg.precision_estimate import ESTIMATOR_FILE, PrecisionEstimator
 from ifnd.falseneg.reliability import cluster_sizes, level_signals, ordered_pairs, pair_agreement, restart_assignments
 from ifnd.runtime.seeding import generator as seeded_generator
@@ -49,7 +54,8 @@ class GuardLevel:
 
 def guard_round(features: torch.Tensor, levels: Sequence[GuardLevel], estimator: PrecisionEstimator,
                 min_precision: float, choose_k: bool = False, generator: torch.Generator | None = None,
-                previous: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], dict[str, float]]:
+                previous: Sequence[torch.Tensor] | None = None,
+                labelled: LabelledSubset | None = None) -> tuple[list[torch.Tensor], dict[str, float]]:
     """Drop the pseudo-labels of the levels whose estimated pair precision is below ``min_precision``.
 
     Args:
@@ -61,6 +67,8 @@ def guard_round(features: torch.Tensor, levels: Sequence[GuardLevel], estimator:
         generator: the pair-sampling stream.
         previous: the previous round's accepted labels per level (``[N]`` each), for the logged
             ``sig_round_agreement``; None at the first round.
+        labelled: when given, a level's estimate is its pair precision among these labelled samples
+            (``level{l}/est_pairs``: how many of their pairs it judged) instead of ``estimator``'s.
 
     Returns:
         ``(labels, report)``: per level the ``[N]`` long labels after the guard, and the report:
@@ -81,7 +89,11 @@ def guard_round(features: torch.Tensor, levels: Sequence[GuardLevel], estimator:
                                                         levels[(index + 1) % len(levels)].accepted[sub], generator)
         if previous is not None:
             signals["round_agreement"] = pair_agreement(level.accepted[sub], previous[index][sub], generator)
-        estimate = float(estimator.predict(signals))
+        if labelled is None:
+            estimate = float(estimator.predict(signals))
+        else:
+            estimate, pairs = labelled.pair_precision(level.accepted)
+            report[f"level{index}/est_pairs"] = float(pairs)
         clears = estimate >= min_precision  # NaN (no pair to judge) never clears
         guarded.append(level.accepted if clears else torch.full_like(level.accepted, -1))
         kept_pairs.append(float(ordered_pairs(cluster_sizes(level.accepted, len(level.centroids))).sum()) if clears else 0.0)
@@ -109,18 +121,26 @@ class GuardSettings:
     kmeans_niter: int
     kmeans_nredo: int
     seed: int
+    labelled: LabelledSubset | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "GuardSettings":
+    def from_config(cls, cfg: Any, true_labels: torch.Tensor | None) -> "GuardSettings":
         """From ``detection.guard_*`` (their ranges checked when the config loads), ``detection.kmeans_niter`` /
-        ``kmeans_nredo`` and the run's ``seed``."""
+        ``kmeans_nredo`` and the run's ``seed``; ``true_labels [N]`` (or None) give the labelled subset when
+        ``detection.guard_labelled_share`` is above 0."""
         det = cfg.detection
         try:
             estimator = PrecisionEstimator.load(det.guard_estimator or ESTIMATOR_FILE)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"detection.guard_estimator: {err}") from err
+        labelled = None
+        if det.guard_labelled_share > 0:
+            if true_labels is None:
+                raise ConfigError("detection.guard_labelled_share needs the training set's class labels and this "
+                                  "data set has none; set it to 0 (the label-free estimator)")
+            labelled = LabelledSubset.draw(true_labels, det.guard_labelled_share, cfg.seed)
         return cls(det.guard_min_precision, det.guard_choose_k, det.guard_points_per_cluster, estimator,
-                   det.kmeans_niter, det.kmeans_nredo, cfg.seed)
+                   det.kmeans_niter, det.kmeans_nredo, cfg.seed, labelled)
 
 
 def guard_detector_round(settings: GuardSettings, epoch: int, features: torch.Tensor,
@@ -146,6 +166,6 @@ def guard_detector_round(settings: GuardSettings, epoch: int, features: torch.Te
                                                              settings.kmeans_niter, stream, settings.kmeans_nredo))
               for i, (a, c) in enumerate(zip(assignments, centroids))]
     labels, report = guard_round(features, levels, settings.estimator, settings.min_precision, settings.choose_k,
-                                 stream, None if previous is None else list(previous))
+                                 stream, None if previous is None else list(previous), settings.labelled)
     report["guard_time_s"] = time.perf_counter() - start
     return torch.stack(labels), report

@@ -246,7 +246,8 @@ class TableDetector(Detector):
     def run_round(self, epoch: int, features: torch.Tensor | None = None, ids: torch.Tensor | None = None,
                   device: torch.device | None = None) -> dict[str, float]:
         """Recompute the table before epoch ``epoch``; the accepted share, and per level NMI / purity /
-        pair precision and recall when true labels exist."""
+        pair precision and recall when true labels exist (of the accepted table, before :meth:`review`: a level
+        the guard withdraws keeps the precision it was judged on; what the loss removed is the run's tally)."""
         self.share = self.round_share(epoch)
         previous = self.labels.clone() if self.last_round >= 0 else None
         assignments, confidences = self.assign(epoch, features, ids, device)
@@ -254,10 +255,11 @@ class TableDetector(Detector):
         for level, (assign, conf) in enumerate(zip(assignments, confidences)):  # accepted where they were computed
             self.labels[level] = accept_most_confident(assign, conf, self.share, per_cluster).cpu()
         assignments = [assign.cpu() for assign in assignments]
+        stats = self._round_stats(assignments)  # the accepted table before a review withdraws labels: the guard's truth
         review = self.review(epoch, features, assignments, previous)
         self.last_round = epoch
         self._device_labels = None
-        return {**self._round_stats(assignments), **review}
+        return {**stats, **review}
 
     def review(self, epoch: int, features: torch.Tensor | None, assignments: list[torch.Tensor],
                previous: torch.Tensor | None) -> dict[str, float]:

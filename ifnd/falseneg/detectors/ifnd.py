@@ -99,7 +99,7 @@ class IFNDDetector(TableDetector):
                     true_labels: torch.Tensor | None) -> "IFNDDetector":
         return cls(LossPolicy.from_config(cfg), RoundSchedule.from_config(cfg),
                    KMeansSettings.from_config(cfg), num_samples, embed_dim, true_labels,
-                   GuardSettings.from_config(cfg) if cfg.detection.guard else None)
+                   GuardSettings.from_config(cfg, true_labels) if cfg.detection.guard else None)
 
     @torch.no_grad()
     def observe(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:
