@@ -53,9 +53,9 @@ def test_grid_and_break_even_per_recall_from_finished_runs(tmp_path, capsys, loa
     assert tool.main([_study(tmp_path, gains)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "| precision \\ recall | 0.3 | 0.9 | 1 |" in out
-    assert "| 1 | - | - | +2.00 ± 0.00 (+2.00, +2.00, +2.00; -) |" in out
-    assert "| 0.1 | -2.00 ± 1.00 (-1.00, -2.00, -3.00; 2.0 sd) | +0.50 ± 0.00 (+0.50, +0.50, +0.50; -) | - |" in out
-    assert "| 0.5 | +1.50 ± 0.50 (+1.50, +1.00, +2.00; 3.0 sd) | +1.00 ± 0.00 (+1.00, +1.00; -) | - |" in out
+    assert "| 1 | - | - | 2.00 ± 0.00 (+2.00, +2.00, +2.00) |" in out
+    assert "| 0.1 | -2.00 ± 1.00 (-1.00, -2.00, -3.00); 2.0 sd | 0.50 ± 0.00 (+0.50, +0.50, +0.50) | - |" in out
+    assert "| 0.5 | 1.50 ± 0.50 (+1.50, +1.00, +2.00); 3.0 sd | 1.00 ± 0.00 (+1.00, +1.00) | - |" in out
     # recall 0.3: -2.0 at 0.1, +1.0 at 0.3 -> zero at 0.1 + 0.2 * 2/3; recall 0.9 gains everywhere measured
     assert out[-2] == "break-even precision: recall 0.3 = 0.23, recall 0.9 < 0.10"
     # recall 0.3: 0.5 gains by 3 sd, 0.3 by +1.0 with sd 0 (counts), 0.1 loses; recall 0.9: 0.3 gains by 1 sd only

@@ -22,7 +22,7 @@ from typing import Any
 
 from ifnd.study.run import finished_rows
 from ifnd.study.spec import StudySpec
-from ifnd.study.summary import paired_differences, score_keys
+from ifnd.study.summary import paired_cells, paired_differences, score_keys
 
 Cell = tuple[float, float]
 """(pair precision, recall) of a noise-map point."""
@@ -82,13 +82,9 @@ def measurable_from(cells: dict[float, list[float]], sds: float = 2.0) -> float:
 
 
 def _cell_text(gains: dict[int, float]) -> str:
-    values = [gains[s] for s in sorted(gains)]
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:+.2f} (1 seed)"
-    sd = statistics.stdev(values)
-    ratio = f"{abs(mean) / sd:.1f} sd" if sd > 0 else "-"
-    return f"{mean:+.2f} ± {sd:.2f} ({', '.join(f'{v:+.2f}' for v in values)}; {ratio})"
+    """A cell of the grid: the study summary's paired cell and its |mean|/sd."""
+    text, ratio = paired_cells(gains)
+    return f"{text}; {ratio} sd" if ratio != "-" else text
 
 
 def noise_map_table(cells: dict[Cell, dict[int, float]],

@@ -66,8 +66,12 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
 
 
 def _paired(rows: list[dict[str, Any]], variant: str, reference: str, key: str) -> tuple[str, str]:
-    """The cells "mean ± std (per-seed differences)" and "mean/std" of ``variant - reference`` in ``key``."""
-    diffs = paired_differences(rows, variant, reference, key)
+    """The cells of :func:`paired_cells` for ``variant - reference`` in ``key``."""
+    return paired_cells(paired_differences(rows, variant, reference, key))
+
+
+def paired_cells(diffs: dict[int, float]) -> tuple[str, str]:
+    """The cells "mean ± std (per-seed differences)" and "|mean|/std" of ``{seed: difference}`` ("-" where undefined)."""
     if not diffs:
         return "-", "-"
     d_mean, d_std = mean_std(diffs.values())
