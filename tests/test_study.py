@@ -186,19 +186,22 @@ def test_leaderboard_ranks_by_share_of_the_oracle_gap(tmp_path):
     assert leaderboard_table(spec, [r for r in rows if r["variant"] != "oracle-full"]) == ""
     # a guarded variant adds its estimated end precision and abstained rounds; the others show "-" there
     for row in rows:
-        row.update({"est_precision_end": 0.8, "guard_abstain_share": 0.25} if row["variant"] == "ifnd" else {})
+        row.update({"est_precision_end": 0.8, "guard_abstain_share": 0.25, "guard_level_abstain_share": 0.5}
+                   if row["variant"] == "ifnd" else {})
     guarded = leaderboard_table(spec, rows).splitlines()
-    assert any(line.endswith("| P end | R end | estimated P end | rounds abstained | epoch time / baseline |") for line in guarded)
-    assert "| ifnd | 2 | 1.25 ± 0.35 (+1.00, +1.50) | 3.5 | 31% | 0.50 ± 0.00 | 0.25 ± 0.00 | 0.80 ± 0.00 | 0.25 ± 0.00 | 1.50 |" in guarded
-    assert "| threshold | 2 | -1.00 ± 0.00 (-1.00, -1.00) | - | -25% | 0.50 ± 0.00 | 0.25 ± 0.00 | - | - | 1.50 |" in guarded
+    assert any(line.endswith("| P end | R end | estimated P end | rounds abstained | levels abstained | epoch time / baseline |") for line in guarded)
+    assert "| ifnd | 2 | 1.25 ± 0.35 (+1.00, +1.50) | 3.5 | 31% | 0.50 ± 0.00 | 0.25 ± 0.00 | 0.80 ± 0.00 | 0.25 ± 0.00 | 0.50 ± 0.00 | 1.50 |" in guarded
+    assert "| threshold | 2 | -1.00 ± 0.00 (-1.00, -1.00) | - | -25% | 0.50 ± 0.00 | 0.25 ± 0.00 | - | - | - | 1.50 |" in guarded
 
 
 def test_guard_figures_read_the_last_round_and_count_abstained_rounds():
     from ifnd.study.run import guard_figures
     history = [{"epoch": 0, "loss": 1.0},
                {"epoch": 1, "round/guard_abstain": 1.0, "round/level0/est_precision": 0.2, "round/level1/est_precision": 0.3},
-               {"epoch": 2, "round/guard_abstain": 0.0, "round/level0/est_precision": 0.5, "round/level1/est_precision": 0.7}]
-    assert guard_figures({"history": history}) == pytest.approx({"est_precision_end": 0.6, "guard_abstain_share": 0.5})
+               {"epoch": 2, "round/guard_abstain": 0.0, "round/level0/est_precision": 0.5, "round/level1/est_precision": 0.7,
+                "round/level0/guard_abstain": 1.0, "round/level1/guard_abstain": 0.0}]
+    assert guard_figures({"history": history}) == pytest.approx(
+        {"est_precision_end": 0.6, "guard_abstain_share": 0.5, "guard_level_abstain_share": 0.5})
     unguarded = guard_figures({"history": history[:1]})
     assert all(math.isnan(v) for v in unguarded.values())
 

@@ -69,14 +69,21 @@ def score_encoder(spec: StudySpec, run_dir: Path) -> dict[str, float]:
 
 def guard_figures(metrics: dict[str, Any]) -> dict[str, float]:
     """What the guard (``detection.guard``) made of a run's rounds: ``est_precision_end``, its estimated pair
-    precision at the last round (mean over the levels, to set beside the true end precision), and
-    ``guard_abstain_share``, the share of rounds where every level abstained. NaN for a run without a guard."""
+    precision at the last round (mean over the levels, to set beside the true end precision),
+    ``guard_abstain_share``, the share of rounds where every level abstained, and ``guard_level_abstain_share``,
+    the share of levels over all rounds that abstained. NaN for a run without a guard."""
     rounds = [h for h in metrics.get("history", []) if "round/guard_abstain" in h]
     if not rounds:
-        return {"est_precision_end": math.nan, "guard_abstain_share": math.nan}
-    estimates = [v for k, v in rounds[-1].items() if k.startswith("round/level") and k.endswith("/est_precision")]
+        return dict.fromkeys(("est_precision_end", "guard_abstain_share", "guard_level_abstain_share"), math.nan)
+
+    def levels(entry: dict[str, Any], suffix: str) -> list[float]:
+        return [v for k, v in entry.items() if k.startswith("round/level") and k.endswith(suffix)]
+
+    estimates = levels(rounds[-1], "/est_precision")
+    withdrawn = [v for h in rounds for v in levels(h, "/guard_abstain")]
     return {"est_precision_end": sum(estimates) / len(estimates) if estimates else math.nan,
-            "guard_abstain_share": sum(h["round/guard_abstain"] for h in rounds) / len(rounds)}
+            "guard_abstain_share": sum(h["round/guard_abstain"] for h in rounds) / len(rounds),
+            "guard_level_abstain_share": sum(withdrawn) / len(withdrawn) if withdrawn else math.nan}
 
 
 def pretrain_row(spec: StudySpec, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +137,7 @@ def finished_rows(spec: StudySpec) -> list[dict[str, Any]]:
         if not (run_dir / "study.json").is_file():
             continue
         row = json.loads((run_dir / "study.json").read_text())
-        if (spec.task != "itm" and row.get("status") == "done" and "est_precision_end" not in row
+        if (spec.task != "itm" and row.get("status") == "done" and "guard_level_abstain_share" not in row
                 and (run_dir / "metrics.json").is_file()):
             row.update(guard_figures(json.loads((run_dir / "metrics.json").read_text())))
         rows.append(row)

@@ -17,7 +17,7 @@ from ifnd.study.spec import StudySpec
 
 DETECTION = ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_recall_end")
 TIMES = ("epoch_time_s", "round_time_s", "train_time_s")
-GUARD = ("est_precision_end", "guard_abstain_share")
+GUARD = ("est_precision_end", "guard_abstain_share", "guard_level_abstain_share")
 """The guard's figures (:func:`ifnd.study.run.guard_figures`): tabled in the leaderboard when a variant has them."""
 
 
@@ -129,7 +129,7 @@ def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
                                      *(_pm(*mean_std(r.get(k, math.nan) for r in done), 2) for k in figures),
                                      "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
     head = (f"| variant | seeds | Δ {score_labels(spec)[0]} vs {spec.baseline} (per seed) | Δ/sd | share of the "
-            f"oracle gap | P end | R end | " + ("estimated P end | rounds abstained | " if guarded else "")
+            f"oracle gap | P end | R end | " + ("estimated P end | rounds abstained | levels abstained | " if guarded else "")
             + f"epoch time / {spec.baseline} |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(entries, key=lambda e: -e[0])]
