@@ -15,7 +15,9 @@ def _setting(tmp_path, name: str, default_name: str, gains: dict[str, float]):
     path = tmp_path / f"{name}.yaml"
     variants = {"baseline": ["detection.mode=none"], "oracle-full": ["detection.mode=oracle", "detection.oracle=full"],
                 default_name: ["detection.mode=ifnd", "detection.num_clusters=[4]"],
-                "threshold": ["detection.mode=threshold"]}
+                "threshold": ["detection.mode=threshold"],
+                "guarded-labels": ["detection.mode=ifnd", "detection.num_clusters=[4]", "detection.guard=true",
+                                   "detection.guard_labelled_share=0.5"]}
     path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / name), "seeds": [0, 1, 2], "base": BASE,
                                     "variants": variants, "knn_k": [5]}))
     for variant in variants:
@@ -30,12 +32,15 @@ def _setting(tmp_path, name: str, default_name: str, gains: dict[str, float]):
 def test_mean_share_over_settings_names_the_best_method(tmp_path, monkeypatch, capsys, load_tool):
     tool = load_tool("leaderboard")
     first = _setting(tmp_path, "a", "ifnd-union-all-early", {"oracle-full": 2.0, "ifnd-union-all-early": 1.0,
-                                                             "threshold": 1.5})
-    second = _setting(tmp_path, "b", "default", {"oracle-full": 4.0, "default": 3.0, "threshold": -1.0})
+                                                             "threshold": 1.5, "guarded-labels": 2.0})
+    second = _setting(tmp_path, "b", "default", {"oracle-full": 4.0, "default": 3.0, "threshold": -1.0,
+                                                 "guarded-labels": 4.0})
     monkeypatch.setattr(sys, "argv", ["leaderboard", first, second, "--alias", "ifnd-union-all-early=default"])
     tool.main()
     out = capsys.readouterr().out.splitlines()
-    # default: 50% and 75% -> 62%; threshold: 75% and -25% -> 25%; the oracle is a bound, not ranked
+    # default: 50% and 75% -> 62%; threshold: 75% and -25% -> 25%; the oracle is a bound, not ranked, and the
+    # guard that reads labels (100%) is marked and not the label-free default
     assert "| default | +1.00 (50%) | +3.00 (75%) | 62% |" in out
     assert "| threshold | +1.50 (75%) | -1.00 (-25%) | 25% |" in out
-    assert out[-1] == "best mean share of the oracle gap over all 2 settings: default (62%)"
+    assert "| guarded-labels (reads labels) | +2.00 (100%) | +4.00 (100%) | 100% |" in out
+    assert out[-1] == "best mean share of the oracle gap over all 2 settings, without labels: default (62%)"
