@@ -103,7 +103,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if not args.config:
         raise ConfigError("ifnd study needs --config STUDY.yaml (see configs/studies/)")
-    return main_study(args.config, args.overrides, args.only)
+    return main_study(args.config, args.overrides, args.only, args.seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run (or continue) every variant x seed of a study file; results.csv, summary.md, plots")
     add_config_args(p, example="output_dir=runs/my_study")
     p.add_argument("--only", help="comma-separated variants to run now (the summary covers every finished run)")
+    p.add_argument("--seeds", help="comma-separated seeds of the study to run now, e.g. to share a study between "
+                   "processes (the summary covers every finished run)")
     p.set_defaults(func=cmd_study)
     eval_commands.add_subcommands(sub)
     itm_commands.add_subcommands(sub)

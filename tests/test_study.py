@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -72,6 +73,29 @@ def test_study_file_is_validated_and_set_reaches_study_or_base(tmp_path):
         StudySpec.load(_study(tmp_path, baseline="nope"))
     with pytest.raises(ConfigError, match="unknown"):
         StudySpec.load(_study(tmp_path, sedes=[1]))
+
+
+def test_seeds_limit_what_runs_now_and_the_summary_keeps_every_finished_run(tmp_path, monkeypatch):
+    spec = StudySpec.load(_study(tmp_path))
+    ran = []
+
+    def fake_run(spec_, variant, seed):
+        ran.append((variant, seed))
+        spec_.run_dir(variant, seed).mkdir(parents=True, exist_ok=True)
+        row = {"variant": variant, "seed": seed, "status": "done", "knn5_top1": 50.0, "knn20_top1": 50.0}
+        (spec_.run_dir(variant, seed) / "study.json").write_text(json.dumps(row))
+        return row
+
+    monkeypatch.setattr(study_run, "run_one", fake_run)
+    monkeypatch.setattr(study_run, "write_summary", lambda spec_, rows: [])
+    assert [(r["variant"], r["seed"]) for r in study_run.run_study(spec, seeds={1})] == [("baseline", 1), ("oracle-full", 1)]
+    assert ran == [("baseline", 1), ("oracle-full", 1)]
+    rows = study_run.run_study(spec, only={"baseline"}, seeds={0})  # another process's share of the study
+    assert ran[2:] == [("baseline", 0)] and len(rows) == 3
+    with pytest.raises(ConfigError, match=r"--seeds names \[7\].*--set 'seeds"):
+        study_run.run_study(spec, seeds={7})
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        study_run.main_study(str(_study(tmp_path)), [], None, "one")
 
 
 def test_paired_differences_and_mean_std():

@@ -144,8 +144,10 @@ def finished_rows(spec: StudySpec) -> list[dict[str, Any]]:
     return rows
 
 
-def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, Any]]:
-    """Run every missing (variant, seed) of ``spec`` (or of the ``only`` variants), then write the summary.
+def run_study(spec: StudySpec, only: set[str] | None = None, seeds: set[int] | None = None) -> list[dict[str, Any]]:
+    """Run every missing (variant, seed) of ``spec`` (or of the ``only`` variants, and of the ``seeds`` among
+    the study's), then write the summary of every finished run of the study (so that processes sharing a
+    study by variants or seeds each leave a complete summary).
 
     Prints which run is next, how many are left and an estimate of the time left (from the
     runs done in this call).
@@ -154,9 +156,13 @@ def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, A
     if unknown:
         raise ConfigError(f"--only names {unknown}, not variants of {spec.path}; its variants are "
                           f"{','.join(spec.variants)}")
+    strange = sorted((seeds or set()) - set(spec.seeds))
+    if strange:
+        raise ConfigError(f"--seeds names {strange}, not seeds of {spec.path} ({list(spec.seeds)}); to run other "
+                          "seeds change the study's with --set 'seeds=[...]'")
     for variant, seed in spec.runs():
         check_same_config(spec, variant, seed)
-    todo = [(v, s) for v, s in spec.runs() if (only is None or v in only)
+    todo = [(v, s) for v, s in spec.runs() if (only is None or v in only) and (seeds is None or s in seeds)
             and not (spec.run_dir(v, s) / "study.json").is_file()]
     complete = sum((spec.run_dir(v, s) / "study.json").is_file() for v, s in spec.runs())
     print(f"study {spec.path}: {complete} of {len(spec.runs())} runs complete, {len(todo)} to run now "
@@ -174,9 +180,13 @@ def run_study(spec: StudySpec, only: set[str] | None = None) -> list[dict[str, A
     return rows
 
 
-def main_study(config: str, overrides: list[str], only: str | None) -> int:
+def main_study(config: str, overrides: list[str], only: str | None, seeds: str | None = None) -> int:
     """``ifnd study``: run (or continue) a study and print its summary table."""
     spec = StudySpec.load(config, overrides)
-    run_study(spec, {name.strip() for name in only.split(",")} if only else None)
+    try:
+        chosen = {int(seed) for seed in seeds.split(",")} if seeds else None
+    except ValueError as err:
+        raise ConfigError(f"--seeds {seeds!r}: give comma-separated integers, e.g. --seeds 1,2") from err
+    run_study(spec, {name.strip() for name in only.split(",")} if only else None, chosen)
     print((spec.output_dir / "summary.md").read_text())
     return 0
