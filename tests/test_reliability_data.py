@@ -120,13 +120,14 @@ def test_the_stop_hint_of_a_study_is_the_study_command(tmp_path, monkeypatch, ca
 
     path = _study(tmp_path)
 
-    def stopped(spec, only):
+    def stopped(spec, only, seeds):
+        assert only == {"oracle"} and seeds == {0}
         raise Interrupted
 
     monkeypatch.setattr(study_run, "run_study", stopped)
-    assert cli.main(["study", "--config", str(path), "--only", "oracle"]) == 130
+    assert cli.main(["study", "--config", str(path), "--only", "oracle", "--seeds", "0"]) == 130
     err = capsys.readouterr().err
-    assert f"continue with the same command: python -m ifnd study --config {path} --only oracle" in err
+    assert f"continue with the same command: python -m ifnd study --config {path} --only oracle --seeds 0" in err
     assert "--resume" not in err
 
 
