@@ -129,19 +129,9 @@ def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
 
 
 def finished_rows(spec: StudySpec) -> list[dict[str, Any]]:
-    """The ``study.json`` row of every run of ``spec`` that has one (status ``done`` or ``diverged``). A
-    pretraining row written before the guard's figures existed gets them from the run's ``metrics.json``."""
-    rows = []
-    for variant, seed in spec.runs():
-        run_dir = spec.run_dir(variant, seed)
-        if not (run_dir / "study.json").is_file():
-            continue
-        row = json.loads((run_dir / "study.json").read_text())
-        if (spec.task != "itm" and row.get("status") == "done" and "guard_level_abstain_share" not in row
-                and (run_dir / "metrics.json").is_file()):
-            row.update(guard_figures(json.loads((run_dir / "metrics.json").read_text())))
-        rows.append(row)
-    return rows
+    """The ``study.json`` row of every run of ``spec`` that has one (status ``done`` or ``diverged``)."""
+    return [json.loads((spec.run_dir(variant, seed) / "study.json").read_text()) for variant, seed in spec.runs()
+            if (spec.run_dir(variant, seed) / "study.json").is_file()]
 
 
 def run_study(spec: StudySpec, only: set[str] | None = None, seeds: set[int] | None = None) -> list[dict[str, Any]]:
