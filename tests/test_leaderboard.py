@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
+import pytest
 import yaml
 
 BASE = {"method": "simclr", "device": "cpu", "data": {"name": "digits", "image_size": 16, "max_train_samples": 64},
@@ -43,4 +45,20 @@ def test_mean_share_over_settings_names_the_best_method(tmp_path, monkeypatch, c
     assert "| default | +1.00 (50%) | +3.00 (75%) | 62% |" in out
     assert "| threshold | +1.50 (75%) | -1.00 (-25%) | 25% |" in out
     assert "| guarded-labels (reads labels) | +2.00 (100%) | +4.00 (100%) | 100% |" in out
-    assert out[-1] == "best mean share of the oracle gap over all 2 settings, without labels: default (62%)"
+    assert out[-2] == "best mean share of the oracle gap over all 2 settings, without labels: default (62%)"
+    # the same shift in every seed: a lead of (-25% + 100%) / 2 with no spread, so no sd ratio
+    assert out[-1] == "its lead over threshold: +38% ± 0% (sd -; per setting -25%, +100%)"
+
+
+def test_lead_pairs_seeds_within_each_setting_and_pools_their_spread(load_tool):
+    lead = load_tool("leaderboard").lead
+    # setting 1: differences 0.1, 0.3 (seed 2 only in the leader: not paired) -> mean 0.2, variance 0.02;
+    # setting 2: differences -0.2, 0.0, 0.2 -> mean 0.0, variance 0.04; pooled sd sqrt(0.06) / 2
+    first = [{0: 0.5, 1: 0.6, 2: 9.0}, {0: 0.1, 1: 0.3, 2: 0.5}]
+    second = [{0: 0.4, 1: 0.3}, {0: 0.3, 1: 0.3, 2: 0.3}]
+    diff, sd, per_setting = lead(first, second)
+    assert per_setting == pytest.approx([0.2, 0.0])
+    assert diff == pytest.approx(0.1)
+    assert sd == pytest.approx(math.sqrt(0.06) / 2)
+    # one common seed: a mean but no sd
+    assert math.isnan(lead([{0: 0.5}], [{0: 0.2, 1: 0.1}])[1])

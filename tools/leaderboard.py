@@ -7,7 +7,11 @@ Methods are matched by variant name across study files (``--alias NAME=METHOD`` 
 any study first). Reads the finished runs (``study.json``) only; a method missing from a setting, or a
 setting without oracle results, shows "-" and is left out of that method's mean. The last line names
 the method with the best mean share over the settings where every listed method has a figure, among those
-that run without labels (not the oracles, nor a guard that reads a labelled share: marked "reads labels").
+that run without labels (not the oracles, nor a guard that reads a labelled share: marked "reads labels"),
+and its lead over the runner-up: per setting, the per-seed difference of the two shares (paired by seed, as
+every Δ is), then their mean over the settings ± sqrt(sum of the settings' per-seed sd²) / settings, the
+spread of that mean for one seed a setting (the study's "± sd" convention), with its ratio: a lead under 2 sd
+picks the default by the rule but is no measurable difference.
 """
 
 from __future__ import annotations
@@ -21,18 +25,32 @@ from ifnd.study.spec import StudySpec
 from ifnd.study.summary import oracle_variant, paired_differences, score_keys
 
 
-def gap_shares(spec: StudySpec, aliases: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """``{method: (mean Δ of the first score vs the baseline, share of the oracle's mean Δ)}`` of one study."""
+def gap_shares(spec: StudySpec, aliases: dict[str, str]) -> dict[str, tuple[float, dict[int, float]]]:
+    """``{method: (mean Δ of the first score vs the baseline, {seed: that seed's Δ / the oracle's mean Δ})}`` of
+    one study (the shares NaN without an oracle)."""
     rows = finished_rows(spec)
     key, oracle = score_keys(spec)[0], oracle_variant(spec)
-    mean = lambda values: statistics.fmean(values) if values else math.nan  # noqa: E731
-    gap = mean(list(paired_differences(rows, oracle, spec.baseline, key).values())) if oracle else math.nan
+    gains_of = lambda variant: paired_differences(rows, variant, spec.baseline, key)  # noqa: E731
+    gap = statistics.fmean(gains_of(oracle).values()) if oracle and gains_of(oracle) else math.nan
     out = {}
     for variant in spec.variants:
-        gains = list(paired_differences(rows, variant, spec.baseline, key).values())
+        gains = gains_of(variant)
         if variant != spec.baseline and gains:
-            out[aliases.get(variant, variant)] = (mean(gains), mean(gains) / gap if gap else math.nan)
+            out[aliases.get(variant, variant)] = (statistics.fmean(gains.values()),
+                                                  {seed: g / gap if gap else math.nan for seed, g in gains.items()})
     return out
+
+
+def lead(first: list[dict[int, float]], second: list[dict[int, float]]) -> tuple[float, float, list[float]]:
+    """How far ``first``'s mean share is above ``second``'s: per setting (a ``{seed: share}`` of each), the mean of
+    the per-seed differences; returns (their mean over the settings, sqrt(sum of the settings' per-seed sd²) /
+    settings, the per-setting means). NaN where a setting has no seed in common (the sd: fewer than 2)."""
+    means, variances = [], []
+    for a, b in zip(first, second):
+        diffs = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
+        means.append(statistics.fmean(diffs) if diffs else math.nan)
+        variances.append(statistics.variance(diffs) if len(diffs) > 1 else math.nan)
+    return statistics.fmean(means), math.sqrt(sum(variances)) / len(variances), means
 
 
 def reference_variants(spec: StudySpec) -> set[str]:
@@ -65,7 +83,8 @@ def main() -> None:
     for method in methods:
         cells, shares = [], []
         for shares_of in settings.values():
-            gain, share = shares_of.get(method, (math.nan, math.nan))
+            gain, per_seed = shares_of.get(method, (math.nan, {}))
+            share = statistics.fmean(per_seed.values()) if per_seed else math.nan
             cells.append("-" if math.isnan(gain) else f"{gain:+.2f} ({'-' if math.isnan(share) else f'{100 * share:.0f}%'})")
             if not math.isnan(share):
                 shares.append(share)
@@ -75,7 +94,12 @@ def main() -> None:
                     key=lambda m: -means[m])
     print(f"best mean share of the oracle gap over all {len(settings)} settings, without labels: "
           + (f"{ranked[0]} ({100 * means[ranked[0]]:.0f}%)" if ranked else "none yet (a setting lacks results)"))
-
+    if len(ranked) > 1:
+        per_seed = lambda m: [shares_of[m][1] for shares_of in settings.values()]  # noqa: E731
+        diff, sd, by_setting = lead(per_seed(ranked[0]), per_seed(ranked[1]))
+        ratio = f"{abs(diff) / sd:.1f} sd" if sd > 0 else "sd -"  # NaN compares False: no sd with one seed
+        print(f"its lead over {ranked[1]}: {100 * diff:+.0f}% ± {100 * sd:.0f}% ({ratio}; per setting "
+              + ", ".join(f"{100 * d:+.0f}%" for d in by_setting) + ")")
 
 if __name__ == "__main__":
     main()
