@@ -2,9 +2,13 @@
 
 Times full optimisation steps (forward of both views, loss, backward, SGD step) on
 random images of the given size, so data loading is excluded; compare with the data
-pipeline's own rate separately (``--loader``). With several detections the variants run
-in turn, step by step (the order reversed every round), and each one's median step time
-is reported, so that the ratio holds on a shared machine.
+pipeline's own rate separately (``--loader``). With several detections or objectives the
+variants run in turn, step by step (the order reversed every round), and each one's median step
+time is reported with its ratio to the plain step (detection none, objective infonce), so that
+the ratio holds on a shared machine. A detection runs as after its warm-up: IFND with a random
+full label table, ``threshold`` learning its thresholds, FNC embedding its support views (random
+images; the extra augmentation they cost the data pipeline is not in the step). The peers'
+objectives run without detection.
 
 The settings are an experiment file (``--config``, default
 configs/experiments/bench_pretrain.yaml): ``base`` config keys (backbone, stem, image
@@ -24,6 +28,7 @@ config key; the other flags override the file.
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import time
 from pathlib import Path
@@ -32,14 +37,16 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ifnd.config import add_config_args, format_override, load_experiment
-from ifnd.falseneg.detectors import build_detector
-from ifnd.pretrain.methods import build_method
+from ifnd.falseneg.detectors import DETECTORS, build_detector
+from ifnd.objectives import OBJECTIVES
+from ifnd.pretrain.methods import METHODS, build_method
 from ifnd.pretrain.optim import build_optimizer
 from ifnd.runtime.distributed import pick_device
 from ifnd.runtime.timing import interleaved_median_times
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "bench_pretrain.yaml"
-SETTINGS = ("methods", "detections", "num_samples", "steps", "warmup", "lr", "loader")
+SETTINGS = ("methods", "detections", "objectives", "num_samples", "steps", "warmup", "lr", "loader")
+LABELLED = ("oracle", "noisy_oracle")  # detections that read true labels: bounds, with no cost of their own to time
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -49,8 +56,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
-    """One full optimisation step of ``cfg.method`` with ``cfg.detection.mode`` on fixed random images (MoCo's
-    queue holds its random starting keys; a detector with a table gets a random full one, as after a round)."""
+    """One full optimisation step of ``cfg.method`` with ``cfg.detection.mode`` and ``cfg.objective.name`` on fixed
+    random images (MoCo's queue holds its random starting keys; a detector with a table gets a random full one, as
+    after a round; every detector steps in the epoch its warm-up ends, with random support views where it has
+    them)."""
     num_samples, clusters, batch, size = args.num_samples, cfg.detection.num_clusters, cfg.train.batch_size, cfg.data.image_size
     torch.manual_seed(0)
     cuda = device.type == "cuda"
@@ -63,13 +72,17 @@ def build_step(cfg: Any, args: argparse.Namespace, device: torch.device) -> Call
     if "labels" in table:
         labels = torch.stack([torch.randint(0, k, (num_samples,)) for k in clusters])
         detector.load_table({**table, "labels": labels, "last_round": 0})
+    epoch = cfg.detection.warmup_epochs
+    detector.start_epoch(epoch)
     shape = (batch, 3, size, size)
     x1, x2 = (torch.randn(shape, device=device).contiguous(memory_format=memory_format) for _ in range(2))
+    support = (torch.randn(batch, detector.support_views, 3, size, size, device=device)
+               if detector.support_views else None)  # [B, S, 3, H, W]
 
     def step() -> None:
         ids = torch.randint(0, num_samples, (batch,), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            out = method.step(model, model, x1, x2, ids, detector, 0, 0)
+            out = method.step(model, model, x1, x2, ids, detector, epoch, 0, support)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -110,7 +123,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help=config_flag + "device")
     parser.add_argument("--methods", help="comma-separated: simclr, moco")
     parser.add_argument("--detection", dest="detections",
-                        help="none, ifnd, or none,ifnd (each method both ways, and the time ratio)")
+                        help="comma-separated detection modes, e.g. none,ifnd,threshold,fnc (with none: each one's time ratio)")
+    parser.add_argument("--objective", dest="objectives",
+                        help="comma-separated objectives, run without detection, e.g. infonce,debiased,hard_negatives,decoupled")
     parser.add_argument("--num-samples", type=int, help="data set size the IFND label table covers")
     parser.add_argument("--steps", type=int, help="timed steps")
     parser.add_argument("--warmup", type=int, help="untimed steps first")
@@ -136,28 +151,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     for key in SETTINGS:  # a flag overrides the file
         if getattr(args, key) is None:
             setattr(args, key, experiment.settings[key])
-    methods = args.methods.split(",") if isinstance(args.methods, str) else list(args.methods)
-    detections = args.detections.split(",") if isinstance(args.detections, str) else list(args.detections)
-    if not set(detections) <= {"none", "ifnd"} or not set(methods) <= {"simclr", "moco"}:
-        raise SystemExit(f"methods take simclr, moco and detections none, ifnd; got {methods} and {detections}")
+    methods, detections, objectives = (value.split(",") if isinstance(value, str) else list(value)
+                                       for value in (args.methods, args.detections, args.objectives))
+    timed_detections = sorted(set(DETECTORS) - set(LABELLED))
+    if not set(detections) <= set(timed_detections) or not set(objectives) <= set(OBJECTIVES) \
+            or not set(methods) <= set(METHODS):
+        raise SystemExit(f"methods take {', '.join(METHODS)}, detections {', '.join(timed_detections)} and objectives "
+                         f"{', '.join(OBJECTIVES)}; got {methods}, {detections} and {objectives}")
+    # (detection, objective): every detection with InfoNCE, every other objective without detection
+    variants = [*((d, "infonce") for d in detections), *(("none", o) for o in objectives if o != "infonce")]
     device = pick_device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device={name} backbone={cfg.model.backbone} stem={'cifar' if cfg.model.cifar_stem else 'imagenet'} "
           f"size={cfg.data.image_size} batch={cfg.train.batch_size} queue={cfg.moco.queue_size} "
           f"samples={args.num_samples} clusters={','.join(map(str, cfg.detection.num_clusters))} steps={args.steps} "
           f"({experiment.path.name})\n")
-    print("| method | detection | images/s (median step) | peak memory (MiB) |\n|---|---|---|---|")
+    print("| method | detection | objective | images/s (median step) | step time / plain step | peak memory (MiB) |\n"
+          "|---|---|---|---|---|---|")
     for method in methods:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        steps = {detection: build_step(experiment.config([*overrides, f"method={method}", f"detection.mode={detection}"]),
-                                       args, device) for detection in detections}
+        steps = {(detection, objective): build_step(experiment.config(
+                     [*overrides, f"method={method}", f"detection.mode={detection}", f"objective.name={objective}"]),
+                     args, device) for detection, objective in variants}
         seconds = interleaved_median_times(steps, args.steps, args.warmup)
-        for detection in detections:  # peak memory: the process's (the variants run interleaved)
-            print(f"| {method} | {detection} | {cfg.train.batch_size / seconds[detection]:.1f} | "
-                  f"{peak_memory_mb(device):.0f} |", flush=True)
-        if len(seconds) == 2:
-            print(f"| {method} | step time ifnd / none | {seconds['ifnd'] / seconds['none']:.3f} | |", flush=True)
+        plain = seconds.get(("none", "infonce"), math.nan)
+        for (detection, objective), time_s in seconds.items():  # peak memory: the process's (interleaved variants)
+            print(f"| {method} | {detection} | {objective} | {cfg.train.batch_size / time_s:.1f} | "
+                  f"{time_s / plain:.3f} | {peak_memory_mb(device):.0f} |", flush=True)
     if args.loader:
         print(f"\ndata pipeline (two lightly views, {cfg.data.num_workers} workers): {bench_loader(cfg):.0f} images/s")
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Hashable, TypeVar
+
+Name = TypeVar("Name", bound=Hashable)
 
 
-def interleaved_median_times(runners: dict[str, Callable[[], None]], steps: int, warmup: int) -> dict[str, float]:
+def interleaved_median_times(runners: dict[Name, Callable[[], None]], steps: int, warmup: int) -> dict[Name, float]:
     """Median seconds per call of each runner.
 
     The runners alternate call by call, in an order that is reversed every round, so that a
@@ -15,7 +17,7 @@ def interleaved_median_times(runners: dict[str, Callable[[], None]], steps: int,
     runner alike; ``warmup`` untimed rounds come first.
     """
     names = list(runners)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[Name, list[float]] = {name: [] for name in names}
     for index in range(warmup + steps):
         for name in (names if index % 2 == 0 else names[::-1]):
             start = time.perf_counter()
