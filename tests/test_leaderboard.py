@@ -19,7 +19,8 @@ def _setting(tmp_path, name: str, default_name: str, gains: dict[str, float]):
                 default_name: ["detection.mode=ifnd", "detection.num_clusters=[4]"],
                 "threshold": ["detection.mode=threshold"],
                 "guarded-labels": ["detection.mode=ifnd", "detection.num_clusters=[4]", "detection.guard=true",
-                                   "detection.guard_labelled_share=0.5"]}
+                                   "detection.guard_labelled_share=0.5"],
+                "fnc-true-negatives": ["detection.mode=fnc", "detection.keep_pairs=true_negatives"]}
     path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / name), "seeds": [0, 1, 2], "base": BASE,
                                     "variants": variants, "knn_k": [5]}))
     for variant in variants:
@@ -34,9 +35,10 @@ def _setting(tmp_path, name: str, default_name: str, gains: dict[str, float]):
 def test_mean_share_over_settings_names_the_best_method(tmp_path, monkeypatch, capsys, load_tool):
     tool = load_tool("leaderboard")
     first = _setting(tmp_path, "a", "ifnd-union-all-early", {"oracle-full": 2.0, "ifnd-union-all-early": 1.0,
-                                                             "threshold": 1.5, "guarded-labels": 2.0})
+                                                             "threshold": 1.5, "guarded-labels": 2.0,
+                                                             "fnc-true-negatives": 2.0})
     second = _setting(tmp_path, "b", "default", {"oracle-full": 4.0, "default": 3.0, "threshold": -1.0,
-                                                 "guarded-labels": 4.0})
+                                                 "guarded-labels": 4.0, "fnc-true-negatives": 4.0})
     monkeypatch.setattr(sys, "argv", ["leaderboard", first, second, "--alias", "ifnd-union-all-early=default"])
     tool.main()
     out = capsys.readouterr().out.splitlines()
@@ -45,6 +47,8 @@ def test_mean_share_over_settings_names_the_best_method(tmp_path, monkeypatch, c
     assert "| default | +1.00 (50%) | +3.00 (75%) | 62% |" in out
     assert "| threshold | +1.50 (75%) | -1.00 (-25%) | 25% |" in out
     assert "| guarded-labels (reads labels) | +2.00 (100%) | +4.00 (100%) | 100% |" in out
+    # an ablation that keeps only the detections that are true negatives reads the labels too
+    assert "| fnc-true-negatives (reads labels) | +2.00 (100%) | +4.00 (100%) | 100% |" in out
     assert out[-2] == "best mean share of the oracle gap over all 2 settings, without labels: default (62%)"
     # the same shift in every seed: a lead of (-25% + 100%) / 2 with no spread, so no sd ratio
     assert out[-1] == "its lead over threshold: +38% ± 0% (sd -; per setting -25%, +100%)"

@@ -7,7 +7,8 @@ Methods are matched by variant name across study files (``--alias NAME=METHOD`` 
 any study first). Reads the finished runs (``study.json``) only; a method missing from a setting, or a
 setting without oracle results, shows "-" and is left out of that method's mean. The last line names
 the method with the best mean share over the settings where every listed method has a figure, among those
-that run without labels (not the oracles, nor a guard that reads a labelled share: marked "reads labels"),
+that run without labels (not the oracles, nor a guard that reads a labelled share or an ablation that keeps
+only the detections that are false or true negatives: marked "reads labels"),
 and its lead over the runner-up: per setting, the per-seed difference of the two shares (paired by seed, as
 every Δ is), then their mean over the settings ± sqrt(sum of the settings' per-seed sd²) / settings, the
 spread of that mean for one seed a setting (the study's "± sd" convention), with its ratio: a lead under 2 sd
@@ -59,10 +60,12 @@ def reference_variants(spec: StudySpec) -> set[str]:
 
 
 def labelled_variants(spec: StudySpec) -> set[str]:
-    """Variants whose guard reads a labelled share of the training set: a user with labels can pick them, but
-    a default must run without labels."""
+    """Variants that read labels without being bounds: a guard that counts on a labelled share of the training set
+    (a user with labels can pick it, but a default must run without labels), and the ablations that keep only the
+    detected pairs that are false (or true) negatives (``detection.keep_pairs``)."""
     configs = {v: spec.config(v, spec.seeds[0]).detection for v in spec.variants}
-    return {v for v, det in configs.items() if det.mode == "ifnd" and det.guard and det.guard_labelled_share > 0}
+    return {v for v, det in configs.items()
+            if (det.mode == "ifnd" and det.guard and det.guard_labelled_share > 0) or det.keep_pairs != "all"}
 
 
 def main() -> None:
