@@ -5,7 +5,7 @@
 
 Methods are matched by variant name across study files (``--alias NAME=METHOD`` renames a variant of
 any study first). Reads the finished runs (``study.json``) only; a method missing from a setting, or a
-setting without oracle results, shows "-" and is left out of that method's mean. The last line names
+setting without oracle results, shows "-" and is left out of that method's mean. The last two lines name
 the method with the best mean share over the settings where every listed method has a figure, among those
 that run without labels (not the oracles, nor a guard that reads a labelled share or an ablation that keeps
 only the detections that are false or true negatives: marked "reads labels"),
