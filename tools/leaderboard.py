@@ -32,7 +32,8 @@ def gap_shares(spec: StudySpec, aliases: dict[str, str]) -> dict[str, tuple[floa
     rows = finished_rows(spec)
     key, oracle = score_keys(spec)[0], oracle_variant(spec)
     gains_of = lambda variant: paired_differences(rows, variant, spec.baseline, key)  # noqa: E731
-    gap = statistics.fmean(gains_of(oracle).values()) if oracle and gains_of(oracle) else math.nan
+    oracle_gains = gains_of(oracle) if oracle else {}
+    gap = statistics.fmean(oracle_gains.values()) if oracle_gains else math.nan
     out = {}
     for variant in spec.variants:
         gains = gains_of(variant)
@@ -98,8 +99,8 @@ def main() -> None:
     print(f"best mean share of the oracle gap over all {len(settings)} settings, without labels: "
           + (f"{ranked[0]} ({100 * means[ranked[0]]:.0f}%)" if ranked else "none yet (a setting lacks results)"))
     if len(ranked) > 1:
-        per_seed = lambda m: [shares_of[m][1] for shares_of in settings.values()]  # noqa: E731
-        diff, sd, by_setting = lead(per_seed(ranked[0]), per_seed(ranked[1]))
+        shares_by_seed = lambda m: [shares_of[m][1] for shares_of in settings.values()]  # noqa: E731
+        diff, sd, by_setting = lead(shares_by_seed(ranked[0]), shares_by_seed(ranked[1]))
         ratio = f"{abs(diff) / sd:.1f} sd" if sd > 0 else "sd -"  # NaN compares False: no sd with one seed
         print(f"its lead over {ranked[1]}: {100 * diff:+.0f}% ± {100 * sd:.0f}% ({ratio}; per setting "
               + ", ".join(f"{100 * d:+.0f}%" for d in by_setting) + ")")

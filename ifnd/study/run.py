@@ -130,8 +130,8 @@ def check_same_config(spec: StudySpec, variant: str, seed: int) -> None:
 
 def finished_rows(spec: StudySpec) -> list[dict[str, Any]]:
     """The ``study.json`` row of every run of ``spec`` that has one (status ``done`` or ``diverged``)."""
-    return [json.loads((spec.run_dir(variant, seed) / "study.json").read_text()) for variant, seed in spec.runs()
-            if (spec.run_dir(variant, seed) / "study.json").is_file()]
+    paths = (spec.run_dir(variant, seed) / "study.json" for variant, seed in spec.runs())
+    return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
 
 def run_study(spec: StudySpec, only: set[str] | None = None, seeds: set[int] | None = None) -> list[dict[str, Any]]:
