@@ -14,7 +14,10 @@ def test_round_shares_prefer_the_logged_share_and_derive_it_from_p_and_r_otherwi
                {"epoch": 3, "round/level0/pair_precision": 0.5, "round/level0/pair_recall": 0.6,
                 "round/level0/removed_share": 0.3, "round/level1/removed_share": 0.1}]
     # same-class share 0.1: level 0 flags 0.6 * 0.1 / 0.5 = 0.12, level 1 0.5 * 0.1 / 0.25 = 0.2
-    assert tool.round_shares(history, 0.1) == pytest.approx([0.2, 0.3])
+    assert tool.round_shares(history, 0.1) == pytest.approx([0.2, 0.0, 0.3])
+    history[3]["round/level0/cap_abstain"] = 1.0  # withdrawn by the cap: the loss kept level 1 only
+    history[1]["round/level1/guard_abstain"] = 1.0  # withdrawn by the guard
+    assert tool.round_shares(history, 0.1) == pytest.approx([0.12, 0.0, 0.1])
 
 
 def test_tally_shares_are_r_times_same_class_over_p_per_epoch(load_tool):

@@ -8,8 +8,9 @@ each study that removes pairs (not the baseline, not a peer loss), per finished 
 the share of the ordered pairs of the training set that its detection flagged at its largest, and Δ, the
 paired kNN difference to the baseline of the same seed.
 
-* Clustering rounds (``ifnd``, the oracles): the largest share one level's table flagged, over the rounds.
-  Runs with the cap log it (``round/level<l>/removed_share``, before the cap withdraws a level); earlier
+* Clustering rounds (``ifnd``, the oracles): the largest share one level's table flagged, over the rounds,
+  among the levels the cap and the guard left in place (what the loss removed, level by level).
+  Runs with the cap log it (``round/level<l>/removed_share``); earlier
   runs logged each level's true pair precision P and recall R, and flagged pairs are R x same-class pairs
   / P, so the share is ``R * s / P`` with ``s`` the share of ordered pairs of the training set that
   share a class (counted from the data's labels).
@@ -36,11 +37,12 @@ from ifnd.study.run import finished_rows
 from ifnd.study.spec import StudySpec
 from ifnd.study.summary import paired_differences, score_keys
 
-LEVEL = re.compile(r"round/level(\d+)/pair_precision$")
+LEVEL = re.compile(r"round/level(\d+)/(pair_precision|removed_share)$")
 
 
 def round_shares(history: list[dict[str, Any]], same_class: float) -> list[float]:
-    """Per round, the largest share one level flagged: logged, or ``R * same_class / P`` from its logged P / R.
+    """Per round, the largest share one level left to the loss flagged: logged, or ``R * same_class / P`` from its
+    logged P / R; a level the cap or the guard withdrew flags nothing (0.0 when every level was withdrawn).
 
     Args:
         history: a run's ``metrics.json`` history (round entries carry ``round/level<l>/...``).
@@ -51,12 +53,15 @@ def round_shares(history: list[dict[str, Any]], same_class: float) -> list[float
     """
     shares = []
     for entry in history:
-        logged = [v for k, v in entry.items() if k.startswith("round/level") and k.endswith("/removed_share")]
-        derived = [entry[f"round/level{m.group(1)}/pair_recall"] * same_class / p
-                   for k, p in entry.items() if (m := LEVEL.match(k)) and p and p > 0]
-        level_shares = logged or derived
-        if level_shares:
-            shares.append(max(level_shares))
+        levels = sorted({m.group(1) for k in entry if (m := LEVEL.match(k))})
+        if not levels:
+            continue
+        kept = [lv for lv in levels if not entry.get(f"round/level{lv}/cap_abstain")
+                and not entry.get(f"round/level{lv}/guard_abstain")]  # what the loss was left with
+        flagged = [entry.get(f"round/level{lv}/removed_share") for lv in kept]
+        derived = [entry[f"round/level{lv}/pair_recall"] * same_class / entry[f"round/level{lv}/pair_precision"]
+                   if entry.get(f"round/level{lv}/pair_precision", 0.0) > 0 else 0.0 for lv in kept]
+        shares.append(max([f if f is not None else d for f, d in zip(flagged, derived)], default=0.0))
     return shares
 
 

@@ -5,13 +5,13 @@ cluster. Over the whole training set that is the share of ordered pairs the tabl
 ``sum_c a_c (a_c - 1) / (N (N - 1))`` with ``a_c`` the accepted members of cluster c: the mean share
 of an anchor's negatives the level removes. It needs no labels, only the table.
 
-Why a cap and not a precision estimate: on the studies, every detector that picks its pairs from
-the embeddings and removed more than a fifth of the negatives lost (silhouette-chosen k on the
-held-out settings, 0.24-0.33 of the negatives at k = 5: -0.20 and -13.73 kNN points; the threshold
-detector on H1, 0.25-0.27: -1.29), while none that removed at most 0.14 lost measurably. Removing the
-pairs nearest in the embedding removes the hardest negatives; at a fifth of them the encoder stops
-separating the members of a cluster (docs/results.md, "The removal cap"). The share a level removes
-is exact, where its precision can only be estimated without labels.
+Why a cap and not a precision estimate: the share a level removes is exact without labels, where its
+precision can only be estimated, and no label-free estimate ranked precision across settings. On the
+studies every detector that picked its pairs from the embeddings and removed more than a fifth of the
+negatives lost (silhouette-chosen k on the held-out settings, 0.24-0.33 of the negatives at k = 5:
+-0.20 and -13.73 kNN points; the threshold detector on H1, 0.25-0.27: -1.29). It is a backstop, not
+a guarantee: under the cap, levels near chance precision that removed up to 0.16-0.18 of the negatives
+still lost 2.87 points on H2 (docs/results.md, "The removal cap").
 """
 
 from __future__ import annotations
