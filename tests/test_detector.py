@@ -9,10 +9,11 @@ from ifnd.falseneg.detectors import build_detector
 
 
 def _cfg(seed=0, **detection):
-    """The unguarded detector unless ``guard=True`` (the guard's own tests: tests/test_guard.py)."""
+    """The unguarded detector unless ``guard=True`` (the guard's own tests: tests/test_guard.py) and without the
+    removal cap (3 blobs: a level removes a third of the negatives; the cap's own tests: tests/test_removal_cap.py)."""
     return resolve({"seed": seed, "train": {"epochs": 10},
                     "detection": {"warmup_epochs": 2, "cluster_every": 2, "kmeans_init": "kmeans++", "guard": False,
-                                  **detection}})
+                                  "max_removed_share": 1.0, **detection}})
 
 
 def _blobs(n_per=20, classes=3, dim=8, seed=0):

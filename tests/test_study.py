@@ -230,6 +230,18 @@ def test_guard_figures_read_the_last_round_and_count_abstained_rounds():
     assert all(math.isnan(v) for v in unguarded.values())
 
 
+def test_cap_figures_read_the_last_rounds_largest_share_and_count_capped_levels():
+    from ifnd.study.run import cap_figures
+    history = [{"epoch": 0, "loss": 1.0},
+               {"epoch": 1, "round/cap_abstain": 0.0, "round/level0/removed_share": 0.3, "round/level0/cap_abstain": 1.0,
+                "round/level1/removed_share": 0.1, "round/level1/cap_abstain": 0.0},
+               {"epoch": 2, "round/cap_abstain": 0.0, "round/level0/removed_share": 0.15, "round/level0/cap_abstain": 0.0,
+                "round/level1/removed_share": 0.05, "round/level1/cap_abstain": 0.0}]
+    assert cap_figures({"history": history}) == pytest.approx(
+        {"removed_share_end": 0.15, "cap_level_abstain_share": 0.25})
+    assert all(math.isnan(v) for v in cap_figures({"history": history[:1]}).values())
+
+
 ITM_BASE = {
     "device": "cpu", "data": {"name": "demo", "image_size": 16, "max_train_images": 40, "num_workers": 0,
                               "train_augment": "none"},

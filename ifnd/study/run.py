@@ -29,7 +29,7 @@ from ifnd.runtime.loop import TrainingDiverged
 from ifnd.runtime.run import RunDir
 from ifnd.study.itm import itm_row
 from ifnd.study.spec import StudySpec
-from ifnd.study.summary import write_summary
+from ifnd.study.summary import CAP, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,23 @@ def guard_figures(metrics: dict[str, Any]) -> dict[str, float]:
             "guard_level_abstain_share": sum(withdrawn) / len(withdrawn) if withdrawn else math.nan}
 
 
+def cap_figures(metrics: dict[str, Any]) -> dict[str, float]:
+    """What the removal cap (``detection.max_removed_share``) saw: ``removed_share_end``, the largest share of
+    the negatives a level would have removed at the last round (before the cap), and
+    ``cap_level_abstain_share``, the share of levels over all rounds it withdrew. NaN for a run without it."""
+    rounds = [h for h in metrics.get("history", []) if "round/cap_abstain" in h]
+    if not rounds:
+        return dict.fromkeys(CAP, math.nan)
+    shares = [v for k, v in rounds[-1].items() if k.startswith("round/level") and k.endswith("/removed_share")]
+    withdrawn = [v for h in rounds for k, v in h.items() if k.startswith("round/level") and k.endswith("/cap_abstain")]
+    return {"removed_share_end": max(shares), "cap_level_abstain_share": sum(withdrawn) / len(withdrawn)}
+
+
 def pretrain_row(spec: StudySpec, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A finished pretraining run's detection figures (the guard's too) and encoder scores."""
+    """A finished pretraining run's detection figures (the guard's and the removal cap's too) and encoder scores."""
     return dict(fn_precision_mean=metrics["fn_precision_mean"], fn_recall_mean=metrics["fn_recall_mean"],
                 fn_precision_end=metrics["fn_precision"], fn_recall_end=metrics["fn_recall"],
-                **guard_figures(metrics), **score_encoder(spec, run_dir))
+                **guard_figures(metrics), **cap_figures(metrics), **score_encoder(spec, run_dir))
 
 
 def run_one(spec: StudySpec, variant: str, seed: int) -> dict[str, Any]:

@@ -19,6 +19,8 @@ DETECTION = ("fn_precision_mean", "fn_recall_mean", "fn_precision_end", "fn_reca
 TIMES = ("epoch_time_s", "round_time_s", "train_time_s")
 GUARD = ("est_precision_end", "guard_abstain_share", "guard_level_abstain_share")
 """The guard's figures (:func:`ifnd.study.run.guard_figures`): tabled in the leaderboard when a variant has them."""
+CAP = ("removed_share_end", "cap_level_abstain_share")
+"""The removal cap's figures (:func:`ifnd.study.run.cap_figures`): tabled in the leaderboard when a variant has them."""
 
 
 def score_keys(spec: StudySpec) -> list[str]:
@@ -106,8 +108,9 @@ def oracle_variant(spec: StudySpec) -> str | None:
 def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """Every variant but the baseline, best share of the oracle gap first: Δ of the first score vs the baseline
     (mean ± std, per seed), the share of the oracle's mean Δ it reaches, end P / R (and, when a variant ran with
-    the guard, its estimated end P and the share of rounds it abstained), and its mean epoch time over the
-    baseline's. Empty without an oracle variant with results."""
+    the guard, its estimated end P and the share of rounds it abstained; with the removal cap, the share a level
+    would remove at the end and the share of levels capped), and its mean epoch time over the baseline's. Empty
+    without an oracle variant with results."""
     oracle, key = oracle_variant(spec), score_keys(spec)[0]
     gap, _ = mean_std(paired_differences(rows, oracle, spec.baseline, key).values()) if oracle else (math.nan, 0)
     if math.isnan(gap):
@@ -115,7 +118,8 @@ def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     base_time, _ = mean_std(r.get("epoch_time_s", math.nan) for r in rows
                             if r["variant"] == spec.baseline and r.get("status") == "done")
     guarded = any(not math.isnan(r.get(GUARD[0], math.nan)) for r in rows)
-    figures = (*DETECTION[2:], *(GUARD if guarded else ()))  # end P / R, then the guard's when a variant has them
+    capped = any(not math.isnan(r.get(CAP[0], math.nan)) for r in rows)
+    figures = (*DETECTION[2:], *(GUARD if guarded else ()), *(CAP if capped else ()))
     entries = []
     for variant in spec.variants:
         gains = paired_differences(rows, variant, spec.baseline, key)
@@ -130,7 +134,7 @@ def leaderboard_table(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
                                      "-" if math.isnan(time / base_time) else f"{time / base_time:.2f}"]))
     head = (f"| variant | seeds | Δ {score_labels(spec)[0]} vs {spec.baseline} (per seed) | Δ/sd | share of the "
             f"oracle gap | P end | R end | " + ("estimated P end | rounds abstained | levels abstained | " if guarded else "")
-            + f"epoch time / {spec.baseline} |")
+            + ("removed share end | levels capped | " if capped else "") + f"epoch time / {spec.baseline} |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(entries, key=lambda e: -e[0])]
     return (f"\n## Leaderboard\n\nShare of the oracle gap: mean Δ over the mean Δ of `{oracle}` "
@@ -167,7 +171,7 @@ def write_summary(spec: StudySpec, rows: list[dict[str, Any]]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "results.csv").open("w", newline="") as handle:
         columns = ["variant", "seed", "status", *score_keys(spec), *(k for k, _, _ in detail_columns(spec)),
-                   *(GUARD if spec.task != "itm" else ()), *TIMES]
+                   *((*GUARD, *CAP) if spec.task != "itm" else ()), *TIMES]
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
         writer.writeheader()
         writer.writerows(rows)

@@ -5,7 +5,9 @@ or the embeddings stored during training, ``features: bank``), gives every sampl
 and accepts only the most confident share; the share grows over training (``accept_start`` ->
 ``accept_end``). Only ``features: bank`` allocates and checkpoints the ``[N, D]`` bank. With
 ``detection.guard`` a level keeps its labels only where its label-free precision estimate clears
-``detection.guard_min_precision`` (:mod:`ifnd.falseneg.guard`). With ``detection.choose_k: silhouette``
+``detection.guard_min_precision`` (:mod:`ifnd.falseneg.guard`). After it, the removal cap
+(``detection.max_removed_share``, :mod:`ifnd.falseneg.removal_cap`, on by default) withdraws a level that
+would remove too large a share of every anchor's negatives. With ``detection.choose_k: silhouette``
 each round picks its two levels from the features instead of ``num_clusters`` (:mod:`ifnd.falseneg.granularity`).
 """
 
@@ -22,6 +24,7 @@ from ifnd.falseneg.granularity import MIN_POINTS_PER_CLUSTER, choose_levels, usa
 from ifnd.falseneg.label_round import cluster_levels, resolve_backend
 from ifnd.falseneg.detectors.base import LossPolicy, RoundSchedule, TableDetector, detection_settings
 from ifnd.falseneg.guard import GuardSettings, guard_detector_round
+from ifnd.falseneg.removal_cap import cap_levels
 from ifnd.runtime import distributed as dist
 
 CONFIDENCES = {"margin": margin_confidence, "centroid": centroid_confidence}
@@ -68,10 +71,13 @@ class IFNDDetector(TableDetector):
         policy, schedule, num_samples, true_labels: see :class:`TableDetector`.
         settings: the k-means settings.
         embed_dim: D, width of the bank's embeddings.
+        guard: the precision guard's settings, or None (off).
+        max_removed_share: the removal cap (1.0: none).
     """
 
     def __init__(self, policy: LossPolicy, schedule: RoundSchedule, settings: KMeansSettings, num_samples: int,
-                 embed_dim: int, true_labels: torch.Tensor | None, guard: GuardSettings | None = None):
+                 embed_dim: int, true_labels: torch.Tensor | None, guard: GuardSettings | None = None,
+                 max_removed_share: float = 1.0):
         if settings.embedding == "backbone" and settings.features != "pass":
             raise ConfigError("detection.embedding=backbone needs detection.features=pass (the bank holds head outputs)")
         if settings.choose_k == "silhouette":
@@ -92,6 +98,7 @@ class IFNDDetector(TableDetector):
         self.bank = torch.zeros(num_samples, embed_dim) if self.needs_bank else None
         self.bank_filled = torch.zeros(num_samples, dtype=torch.bool) if self.needs_bank else None
         self.guard = guard
+        self.max_removed_share = max_removed_share
         self.chosen: dict[str, float] = {}  # the last round's choice of k, for its report
 
     @classmethod
@@ -99,7 +106,8 @@ class IFNDDetector(TableDetector):
                     true_labels: torch.Tensor | None) -> "IFNDDetector":
         return cls(LossPolicy.from_config(cfg), RoundSchedule.from_config(cfg),
                    KMeansSettings.from_config(cfg), num_samples, embed_dim, true_labels,
-                   GuardSettings.from_config(cfg, true_labels) if cfg.detection.guard else None)
+                   GuardSettings.from_config(cfg, true_labels) if cfg.detection.guard else None,
+                   cfg.detection.max_removed_share)
 
     @torch.no_grad()
     def observe(self, ids: torch.Tensor, embeddings: torch.Tensor) -> None:
@@ -168,17 +176,23 @@ class IFNDDetector(TableDetector):
 
     def review(self, epoch: int, features: torch.Tensor | None, assignments: list[torch.Tensor],
                previous: torch.Tensor | None) -> dict[str, float]:
-        """The chosen k (with ``choose_k``), and the guard, when on: signals and estimated precision per level on
+        """The chosen k (with ``choose_k``); the guard, when on: signals and estimated precision per level on
         the round's ``features [N, D]`` (None: the bank, whose never-embedded rows are unassigned and not read);
-        abstaining levels lose their labels. :meth:`check_run` has refused rounds sharded over ranks, so every
-        row is here."""
-        if self.guard is None:
-            return dict(self.chosen)
-        features = (self.bank if features is None else features).float()
-        guarded, report = guard_detector_round(self.guard, epoch, features, assignments, self.labels, self.centroids,
-                                               previous)
-        self.labels.copy_(guarded)
-        return {**self.chosen, **report}
+        then the removal cap, unless ``max_removed_share`` is 1.0. Withdrawn levels lose their labels.
+        :meth:`check_run` has refused guarded rounds sharded over ranks, so every row is here; the cap reads
+        only the table, which every rank holds whole."""
+        report = dict(self.chosen)
+        if self.guard is not None:
+            features = (self.bank if features is None else features).float()
+            guarded, guard_report = guard_detector_round(self.guard, epoch, features, assignments, self.labels,
+                                                         self.centroids, previous)
+            self.labels.copy_(guarded)
+            report.update(guard_report)
+        if self.max_removed_share < 1.0:
+            capped, cap_report = cap_levels(self.labels, self.max_removed_share)
+            self.labels.copy_(capped)
+            report.update(cap_report)
+        return report
 
     def _confidence(self, x: torch.Tensor, centroids: torch.Tensor, assignments: torch.Tensor) -> torch.Tensor:
         if self.settings.confidence == "softmax":
