@@ -71,6 +71,22 @@ def test_guard_keeps_clearing_levels_drops_the_others_and_chooses_k():
         guard_round(x, levels, always, 1.5)
 
 
+def test_no_label_free_estimate_can_be_right_for_both_labellings_of_the_same_points():
+    """Why a label-free precision estimate cannot transfer across settings: the same embeddings and the same
+    table have one value of every label-free signal, and so one estimate, while their true pair precision
+    depends on which factor the labels name. Here k-means follows the fonts: precision about 1 if the fonts
+    are the classes, about 1/4 if the characters are; any one estimate is off by over 0.25 for one of them."""
+    x, characters = NUISANCE_SCENARIO
+    fonts = torch.arange(3).repeat_interleave(30).repeat(CLASSES)  # the scenario's font of every point
+    by_fonts = level(x, k=3)
+    p_fonts = table_pair_counts(by_fonts.accepted, fonts).precision
+    p_characters = table_pair_counts(by_fonts.accepted, characters).precision
+    assert p_fonts > 0.95 and p_characters < 0.35
+    _, report = guard_round(x, [by_fonts], PrecisionEstimator.load(), 0.0, generator=torch.Generator().manual_seed(0))
+    estimate = report["level0/est_precision"]  # the same, whichever labels the user has in mind
+    assert max(abs(estimate - p_fonts), abs(estimate - p_characters)) > 0.3
+
+
 def test_labelled_pair_precision_counts_the_subsets_pairs_by_hand():
     accepted = torch.tensor([0, 0, 0, 1, 1, -1, 2])
     subset = LabelledSubset(torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([7, 7, 8, 8, 8, 8]))
