@@ -216,6 +216,12 @@ def test_leaderboard_ranks_by_share_of_the_oracle_gap(tmp_path):
     assert any(line.endswith("| P end | R end | estimated P end | rounds abstained | levels abstained | epoch time / baseline |") for line in guarded)
     assert "| ifnd | 2 | 1.25 ± 0.35 (+1.00, +1.50) | 3.5 | 31% | 0.50 ± 0.00 | 0.25 ± 0.00 | 0.80 ± 0.00 | 0.25 ± 0.00 | 0.50 ± 0.00 | 1.50 |" in guarded
     assert "| threshold | 2 | -1.00 ± 0.00 (-1.00, -1.00) | - | -25% | 0.50 ± 0.00 | 0.25 ± 0.00 | - | - | - | 1.50 |" in guarded
+    # a capped variant adds its end removed share and capped levels after the guard's columns
+    for row in rows:
+        row.update({"removed_share_end": 0.3, "cap_level_abstain_share": 0.5} if row["variant"] == "ifnd" else {})
+    capped = leaderboard_table(spec, rows).splitlines()
+    assert any(line.endswith("| levels abstained | removed share end | levels capped | epoch time / baseline |") for line in capped)
+    assert "| ifnd | 2 | 1.25 ± 0.35 (+1.00, +1.50) | 3.5 | 31% | 0.50 ± 0.00 | 0.25 ± 0.00 | 0.80 ± 0.00 | 0.25 ± 0.00 | 0.50 ± 0.00 | 0.30 ± 0.00 | 0.50 ± 0.00 | 1.50 |" in capped
 
 
 def test_guard_figures_read_the_last_round_and_count_abstained_rounds():
