@@ -40,6 +40,12 @@ from ifnd.study.summary import paired_differences, score_keys
 LEVEL = re.compile(r"round/level(\d+)/(pair_precision|removed_share)$")
 
 
+def flagged_share(recall: float, precision: float, same_class: float) -> float:
+    """The share of ordered pairs a detection flagged, from its pair recall and precision: flagged pairs are
+    ``recall * same-class pairs / precision``; 0.0 at precision 0 (nothing flagged)."""
+    return recall * same_class / precision if precision > 0 else 0.0
+
+
 def round_shares(history: list[dict[str, Any]], same_class: float) -> list[float]:
     """Per round, the largest share one level left to the loss flagged: logged, or ``R * same_class / P`` from its
     logged P / R; a level the cap or the guard withdrew flags nothing (0.0 when every level was withdrawn).
@@ -59,15 +65,15 @@ def round_shares(history: list[dict[str, Any]], same_class: float) -> list[float
         kept = [lv for lv in levels if not entry.get(f"round/level{lv}/cap_abstain")
                 and not entry.get(f"round/level{lv}/guard_abstain")]  # what the loss was left with
         flagged = [entry.get(f"round/level{lv}/removed_share") for lv in kept]
-        derived = [entry[f"round/level{lv}/pair_recall"] * same_class / entry[f"round/level{lv}/pair_precision"]
-                   if entry.get(f"round/level{lv}/pair_precision", 0.0) > 0 else 0.0 for lv in kept]
+        derived = [flagged_share(entry.get(f"round/level{lv}/pair_recall", 0.0),
+                                 entry.get(f"round/level{lv}/pair_precision", 0.0), same_class) for lv in kept]
         shares.append(max([f if f is not None else d for f, d in zip(flagged, derived)], default=0.0))
     return shares
 
 
 def tally_shares(history: list[dict[str, Any]], same_class: float) -> list[float]:
     """Per epoch, the share of ordered pairs the loss removed, ``R * same_class / P`` of the epoch's tally."""
-    return [e["fn_recall"] * same_class / e["fn_precision"] for e in history
+    return [flagged_share(e["fn_recall"], e["fn_precision"], same_class) for e in history
             if e.get("fn_precision") and e["fn_precision"] > 0 and "fn_recall" in e]
 
 

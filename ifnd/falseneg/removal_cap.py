@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ifnd.falseneg.reliability import ordered_pairs
+
 
 def removed_share(labels: torch.Tensor) -> float:
     """The share of ordered pairs ``(i, j)``, ``i != j``, that share an accepted label.
@@ -34,8 +36,7 @@ def removed_share(labels: torch.Tensor) -> float:
     n = labels.numel()
     if n < 2:
         return 0.0
-    sizes = torch.bincount(labels[labels >= 0]).double()
-    return float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
+    return float(ordered_pairs(torch.bincount(labels[labels >= 0])).sum() / (n * (n - 1)))
 
 
 def cap_levels(table: torch.Tensor, max_share: float) -> tuple[torch.Tensor, dict[str, float]]:
@@ -52,13 +53,13 @@ def cap_levels(table: torch.Tensor, max_share: float) -> tuple[torch.Tensor, dic
     """
     if not 0.0 <= max_share <= 1.0:
         raise ValueError(f"detection.max_removed_share must lie in [0, 1], got {max_share}")
-    capped, report = table.clone(), {}
+    capped, report, withdrawn = table.clone(), {}, []
     for level in range(table.shape[0]):
         share = removed_share(table[level])
-        withdrawn = share > max_share
-        if withdrawn:
+        withdrawn.append(share > max_share)
+        if withdrawn[-1]:
             capped[level] = -1
         report[f"level{level}/removed_share"] = share
-        report[f"level{level}/cap_abstain"] = float(withdrawn)
-    report["cap_abstain"] = float(all(report[f"level{level}/cap_abstain"] for level in range(table.shape[0])))
+        report[f"level{level}/cap_abstain"] = float(withdrawn[-1])
+    report["cap_abstain"] = float(all(withdrawn))
     return capped, report

@@ -67,6 +67,11 @@ def score_encoder(spec: StudySpec, run_dir: Path) -> dict[str, float]:
     return scores
 
 
+def level_values(entry: dict[str, Any], suffix: str) -> list[float]:
+    """The per-level values ``round/level<l><suffix>`` of one history entry."""
+    return [v for k, v in entry.items() if k.startswith("round/level") and k.endswith(suffix)]
+
+
 def guard_figures(metrics: dict[str, Any]) -> dict[str, float]:
     """What the guard (``detection.guard``) made of a run's rounds: ``est_precision_end``, its estimated pair
     precision at the last round (mean over the levels, to set beside the true end precision),
@@ -75,12 +80,8 @@ def guard_figures(metrics: dict[str, Any]) -> dict[str, float]:
     rounds = [h for h in metrics.get("history", []) if "round/guard_abstain" in h]
     if not rounds:
         return dict.fromkeys(("est_precision_end", "guard_abstain_share", "guard_level_abstain_share"), math.nan)
-
-    def levels(entry: dict[str, Any], suffix: str) -> list[float]:
-        return [v for k, v in entry.items() if k.startswith("round/level") and k.endswith(suffix)]
-
-    estimates = levels(rounds[-1], "/est_precision")
-    withdrawn = [v for h in rounds for v in levels(h, "/guard_abstain")]
+    estimates = level_values(rounds[-1], "/est_precision")
+    withdrawn = [v for h in rounds for v in level_values(h, "/guard_abstain")]
     return {"est_precision_end": sum(estimates) / len(estimates) if estimates else math.nan,
             "guard_abstain_share": sum(h["round/guard_abstain"] for h in rounds) / len(rounds),
             "guard_level_abstain_share": sum(withdrawn) / len(withdrawn) if withdrawn else math.nan}
@@ -93,9 +94,8 @@ def cap_figures(metrics: dict[str, Any]) -> dict[str, float]:
     rounds = [h for h in metrics.get("history", []) if "round/cap_abstain" in h]
     if not rounds:
         return dict.fromkeys(CAP, math.nan)
-    shares = [v for k, v in rounds[-1].items() if k.startswith("round/level") and k.endswith("/removed_share")]
-    withdrawn = [v for h in rounds for k, v in h.items() if k.startswith("round/level") and k.endswith("/cap_abstain")]
-    return {"removed_share_end": max(shares), "cap_level_abstain_share": sum(withdrawn) / len(withdrawn)}
+    withdrawn = [v for h in rounds for v in level_values(h, "/cap_abstain")]
+    return {"removed_share_end": max(level_values(rounds[-1], "/removed_share")), "cap_level_abstain_share": sum(withdrawn) / len(withdrawn)}
 
 
 def pretrain_row(spec: StudySpec, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
